@@ -38,9 +38,16 @@ class Line {
   std::ostringstream stream_;
 };
 
+// Lower precedence than <<, so `Voidify() & line << a << b` streams first.
+struct Voidify {
+  void operator&(const Line&) {}
+};
+
 }  // namespace pxd::log
 
-#define PXD_LOG(lvl)                                           \
-  if (!::pxd::log::enabled(::pxd::log::Level::lvl)) {          \
-  } else                                                       \
-    ::pxd::log::Line(::pxd::log::Level::lvl, __FILE__, __LINE__)
+// As in glog: the conditional makes the macro one expression, safe in an unbraced `if`,
+// and skips formatting when the level is off.
+#define PXD_LOG(lvl)                                      \
+  !::pxd::log::enabled(::pxd::log::Level::lvl)            \
+      ? (void)0                                           \
+      : ::pxd::log::Voidify() & ::pxd::log::Line(::pxd::log::Level::lvl, __FILE__, __LINE__)

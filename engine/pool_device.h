@@ -1,0 +1,71 @@
+// engine/pool_device.h: one backing file or block device of a pool.
+//
+// Layout: the first kDeviceHeaderBytes hold a header (magic, pool uuid, device index, chunk
+// size, chunk count; see doc/format.md) so that a device from another pool, or in the
+// wrong slot, is refused at open. Chunk i of the device starts at
+// kDeviceHeaderBytes + i * chunk_size. The device is opened O_DIRECT; data I/O goes
+// through the caller's IoRing, control-path I/O (header, zeroing) is synchronous.
+//
+// Thread safety: immutable after open; the fd is shared by every ring.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace pxd {
+
+inline constexpr uint64_t kDeviceHeaderBytes = 1 << 20;
+
+struct DeviceHeader {
+  std::string pool_uuid;
+  uint32_t device_index = 0;
+  uint32_t chunk_size = 0;
+  uint64_t chunk_count = 0;
+};
+
+class PoolDevice {
+ public:
+  // Prepares `path` as device `header.device_index` of a new pool. A missing path becomes
+  // a sparse file of `file_size` bytes; an existing regular file or block device is used
+  // whole (file_size 0) and must not already carry a pxd header. header.chunk_count is
+  // computed here. Block devices are zeroed (BLKZEROOUT) so that free chunks read zero.
+  static Result<std::unique_ptr<PoolDevice>> create(const std::string& path, uint64_t file_size,
+                                                    DeviceHeader header);
+  // Opens a device of an existing pool and checks its header against `expected`.
+  static Result<std::unique_ptr<PoolDevice>> open(const std::string& path,
+                                                  const DeviceHeader& expected);
+  ~PoolDevice();
+
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_; }
+  uint64_t chunk_count() const { return header_.chunk_count; }
+  uint32_t chunk_size() const { return header_.chunk_size; }
+  bool is_block_device() const { return block_device_; }
+  // Smallest offset/length/buffer alignment O_DIRECT accepts on this device.
+  uint32_t direct_io_alignment() const { return dio_alignment_; }
+  uint64_t chunk_offset(uint64_t local_chunk) const {
+    return kDeviceHeaderBytes + local_chunk * header_.chunk_size;
+  }
+
+  // Makes [local_chunk, local_chunk + count) read as zeros (hole punch, falling back to
+  // writing zeros). Not durable until sync().
+  Status zero_chunks(uint64_t local_chunk, uint64_t count);
+  Status sync();
+
+ private:
+  PoolDevice() = default;
+  static Result<std::unique_ptr<PoolDevice>> open_fd(const std::string& path, bool create,
+                                                     uint64_t file_size);
+  Status write_zeros(uint64_t offset, uint64_t length);
+
+  std::string path_;
+  int fd_ = -1;
+  bool block_device_ = false;
+  uint32_t dio_alignment_ = 512;
+  DeviceHeader header_;
+};
+
+}  // namespace pxd

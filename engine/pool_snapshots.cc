@@ -1,0 +1,205 @@
+// Snapshots, clones, restore and space accounting: the parts of Pool that work on a
+// tree's generations. See doc/engine.md for the model.
+#include <ctime>
+
+#include "engine/pool.h"
+#include "engine/pool_state.h"
+
+namespace pxd {
+
+std::unordered_map<uint64_t, uint64_t> Pool::view_of(const Tree& tree, uint32_t generation) {
+  std::unordered_map<uint64_t, uint64_t> map;
+  for (const auto& [ci, e] : tree.live) {
+    if (e.pool_chunk != kNoChunk && e.birth <= generation) map[ci] = e.pool_chunk;
+  }
+  for (const auto& [key, h] : tree.history) {
+    if (key.second <= generation && generation < h.death) map[key.first] = h.pool_chunk;
+  }
+  return map;
+}
+
+Result<ObjectInfo> Pool::create_snapshot(const std::string& volume, const std::string& name,
+                                         const Labels& labels) {
+  PXD_RETURN_IF_ERROR(check_name(name));
+  std::lock_guard<std::mutex> lock(control_mu_);
+  PXD_TRY(const metadb::ObjectRecord* found, find(volume));
+  if (found->kind != metadb::ObjectKind::kVolume)
+    return invalid_argument("'" + volume + "' is a snapshot; snapshots of snapshots are made "
+                            "by cloning it first");
+  if (names_.count(name)) return already_exists("the name '" + name + "' is taken");
+  metadb::ObjectRecord vol = *found;
+  Tree* tree = state_->tree(vol.id);
+  metadb::ObjectRecord snap;
+  snap.id = next_id_;
+  snap.kind = metadb::ObjectKind::kSnapshot;
+  snap.name = name;
+  snap.size_bytes = vol.size_bytes;
+  snap.block_size = vol.block_size;
+  snap.labels = labels;
+  snap.created_unix = std::time(nullptr);
+  snap.tree = vol.id;
+  metadb::MetaBatch batch;
+  {
+    // The live generation becomes the snapshot's; writes from now on carry the next one
+    // and copy any chunk the snapshot sees before changing it.
+    std::lock_guard<std::mutex> tree_lock(tree->mu);
+    snap.generation = tree->generation;
+    vol.generation = tree->generation + 1;
+    tree->generation = vol.generation;
+    tree->snapshots[snap.generation] = snap.id;
+  }
+  batch.put_object(snap);
+  batch.put_object(vol);
+  batch.put_next_id(next_id_ + 1);
+  PXD_RETURN_IF_ERROR(state_->writer().commit_and_wait(std::move(batch), true));
+  ++next_id_;
+  objects_[vol.id] = vol;
+  names_[snap.name] = snap.id;
+  auto& stored = objects_[snap.id] = std::move(snap);
+  return describe(stored);
+}
+
+Result<ObjectInfo> Pool::clone(const std::string& source, const std::string& name,
+                               const Labels& labels, const Labels& attributes) {
+  PXD_RETURN_IF_ERROR(check_name(name));
+  std::lock_guard<std::mutex> lock(control_mu_);
+  PXD_TRY(const metadb::ObjectRecord* found, find(source));
+  if (names_.count(name)) return already_exists("the name '" + name + "' is taken");
+  metadb::ObjectRecord src = *found;
+  Tree* tree = state_->tree(src.tree);
+  uint32_t generation = src.generation;
+  if (src.kind == metadb::ObjectKind::kVolume) {
+    // An implicit snapshot: close the current generation so that writes after this
+    // instant copy before they change a chunk the clone now shares.
+    std::lock_guard<std::mutex> tree_lock(tree->mu);
+    generation = tree->generation;
+    tree->generation = generation + 1;
+    src.generation = generation + 1;
+    objects_[src.id].generation = src.generation;
+  }
+  return make_clone(src, *tree, generation, name, labels, attributes);
+}
+
+Result<ObjectInfo> Pool::make_clone(const metadb::ObjectRecord& source, Tree& tree,
+                                    uint32_t generation, const std::string& name,
+                                    const Labels& labels, const Labels& attributes) {
+  metadb::ObjectRecord rec;
+  rec.id = next_id_;
+  rec.kind = metadb::ObjectKind::kVolume;
+  rec.name = name;
+  rec.size_bytes = source.size_bytes;
+  rec.block_size = source.block_size;
+  rec.labels = labels;
+  rec.attributes = attributes.empty() ? source.attributes : attributes;
+  rec.created_unix = std::time(nullptr);
+  rec.tree = rec.id;
+  rec.origin = source.id;
+  // Shared entries are born at generation 1; the clone writes at 2, so its first write to
+  // each of them copies (their reference count is above one anyway).
+  rec.generation = 2;
+  Tree* clone_tree = state_->add_tree(rec.id);
+  clone_tree->generation = rec.generation;
+  metadb::MetaBatch batch;
+  {
+    std::lock_guard<std::mutex> tree_lock(tree.mu);
+    for (const auto& [ci, chunk] : view_of(tree, generation)) {
+      state_->allocator().add_reference(chunk);
+      clone_tree->live[ci] = LiveEntry{chunk, 1, true, nullptr};
+      batch.put_extent({rec.id, ci, 1}, {chunk, metadb::kLiveGeneration});
+    }
+  }
+  if (source.kind == metadb::ObjectKind::kVolume) batch.put_object(objects_[source.id]);
+  batch.put_object(rec);
+  batch.put_next_id(next_id_ + 1);
+  PXD_RETURN_IF_ERROR(state_->writer().commit_and_wait(std::move(batch), true));
+  ++next_id_;
+  names_[rec.name] = rec.id;
+  auto& stored = objects_[rec.id] = std::move(rec);
+  return describe(stored);
+}
+
+Status Pool::restore(const std::string& volume, const std::string& snapshot) {
+  std::lock_guard<std::mutex> lock(control_mu_);
+  PXD_TRY(const metadb::ObjectRecord* vol_rec, find(volume));
+  PXD_TRY(const metadb::ObjectRecord* snap_rec, find(snapshot));
+  if (vol_rec->kind != metadb::ObjectKind::kVolume)
+    return invalid_argument("'" + volume + "' is a snapshot, not a volume");
+  if (snap_rec->kind != metadb::ObjectKind::kSnapshot)
+    return invalid_argument("'" + snapshot + "' is a volume, not a snapshot");
+  if (snap_rec->tree != vol_rec->id)
+    return invalid_argument("snapshot '" + snapshot + "' is not a snapshot of '" + volume +
+                            "'; clone it instead");
+  if (open_count(vol_rec->id) > 0)
+    return busy("volume '" + volume + "' is open (attached or exported); detach it first");
+  metadb::ObjectRecord vol = *vol_rec;
+  Tree* tree = state_->tree(vol.id);
+  metadb::MetaBatch batch;
+  std::vector<uint64_t> freed;
+  {
+    std::lock_guard<std::mutex> tree_lock(tree->mu);
+    const uint32_t s = snap_rec->generation;
+    const uint32_t g = tree->generation;
+    std::unordered_map<uint64_t, uint64_t> target = view_of(*tree, s);
+    for (auto it = tree->live.begin(); it != tree->live.end();) {
+      auto& [ci, e] = *it;
+      if (e.birth <= s) {  // the snapshot sees this very entry: keep it
+        target.erase(ci);
+        ++it;
+        continue;
+      }
+      state_->end_live_entry(*tree, ci, e.birth, e.pool_chunk, g, batch, freed);
+      it = tree->live.erase(it);
+    }
+    for (const auto& [ci, chunk] : target) {
+      state_->allocator().add_reference(chunk);
+      tree->live[ci] = LiveEntry{chunk, g, true, nullptr};
+      batch.put_extent({tree->id, ci, g}, {chunk, metadb::kLiveGeneration});
+    }
+    // Entries just made are born at g; later writes carry g + 1 so they never collide.
+    tree->generation = g + 1;
+    vol.generation = g + 1;
+  }
+  batch.put_object(vol);
+  objects_[vol.id] = vol;
+  return finish_change(std::move(batch), freed);
+}
+
+// Exclusive: chunks only this object sees (reference count one, and no other snapshot or
+// the live volume sees the entry). Shared: every other chunk it sees.
+void Pool::account(const metadb::ObjectRecord& rec, ObjectInfo& info) {
+  Tree* tree = state_->tree(rec.tree);
+  const uint64_t cs = state_->chunk_size();
+  ChunkAllocator& alloc = state_->allocator();
+  uint64_t exclusive = 0, shared = 0;
+  std::lock_guard<std::mutex> lock(tree->mu);
+  auto add = [&](uint64_t chunk, bool only_viewer) {
+    if (only_viewer && alloc.references(chunk) == 1) {
+      exclusive += cs;
+    } else {
+      shared += cs;
+    }
+  };
+  if (rec.kind == metadb::ObjectKind::kVolume) {
+    const uint32_t newest = tree->newest_snapshot();
+    for (const auto& [ci, e] : tree->live) {
+      if (e.pool_chunk != kNoChunk) add(e.pool_chunk, e.birth > newest);
+    }
+  } else {
+    const uint32_t s = rec.generation;
+    for (const auto& [ci, e] : tree->live) {
+      if (e.pool_chunk != kNoChunk && e.birth <= s) add(e.pool_chunk, false);
+    }
+    for (const auto& [key, h] : tree->history) {
+      if (key.second > s || s >= h.death) continue;
+      // Alone iff no other snapshot falls in [birth, death).
+      auto first = tree->snapshots.lower_bound(key.second);
+      auto second = first == tree->snapshots.end() ? first : std::next(first);
+      bool alone = second == tree->snapshots.end() || second->first >= h.death;
+      add(h.pool_chunk, alone);
+    }
+  }
+  info.exclusive_bytes = exclusive;
+  info.shared_bytes = shared;
+}
+
+}  // namespace pxd

@@ -1,0 +1,185 @@
+#include "engine/pool_state.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace pxd {
+
+PoolState::PoolState(std::unique_ptr<metadb::MetaStore> store,
+                     std::vector<std::unique_ptr<PoolDevice>> devices)
+    : store_(std::move(store)),
+      devices_(std::move(devices)),
+      chunk_size_(store_->pool().chunk_size),
+      zeros_(static_cast<std::byte*>(std::aligned_alloc(4096, chunk_size_))) {
+  std::memset(zeros_.get(), 0, chunk_size_);
+  std::vector<uint64_t> counts;
+  for (auto& d : devices_) {
+    counts.push_back(d->chunk_count());
+    dio_alignment_ = std::max(dio_alignment_, d->direct_io_alignment());
+  }
+  allocator_ = std::make_unique<ChunkAllocator>(counts);
+  writer_ = std::make_unique<MetaWriter>(store_.get());
+}
+
+PoolState::~PoolState() {
+  // Stop the metadata thread (it drains its queue) before anything it uses goes away.
+  writer_.reset();
+}
+
+void PoolState::end_live_entry(Tree& tree, uint64_t chunk_index, uint32_t birth,
+                               uint64_t pool_chunk, uint32_t generation,
+                               metadb::MetaBatch& batch, std::vector<uint64_t>& freed) {
+  metadb::ExtentKey key{tree.id, chunk_index, birth};
+  if (tree.snapshot_in(birth, generation)) {
+    tree.history[{chunk_index, birth}] = HistoryEntry{pool_chunk, generation};
+    batch.put_extent(key, metadb::ExtentValue{pool_chunk, generation});
+    return;
+  }
+  batch.delete_extent(key);
+  drop_reference(pool_chunk, batch, freed);
+}
+
+void PoolState::drop_reference(uint64_t pool_chunk, metadb::MetaBatch& batch,
+                               std::vector<uint64_t>& freed) {
+  if (allocator_->drop_reference(pool_chunk) == 0) {
+    batch.put_dirty(pool_chunk);
+    freed.push_back(pool_chunk);
+  }
+}
+
+void PoolState::retire(const std::vector<uint64_t>& chunks) {
+  if (chunks.empty()) return;
+  // Every request that could still touch these chunks started before this tag.
+  uint64_t tag = io_sequence_.load(std::memory_order_acquire);
+  {
+    std::lock_guard<std::mutex> lock(limbo_mu_);
+    for (uint64_t c : chunks) limbo_.emplace_back(tag, c);
+    limbo_count_.store(limbo_.size(), std::memory_order_relaxed);
+  }
+  schedule_reclaim();
+}
+
+void PoolState::schedule_reclaim() {
+  if (reclaim_scheduled_.exchange(true)) return;
+  writer_->run([this] {
+    reclaim_scheduled_.store(false);
+    reclaim_on_thread();
+  });
+}
+
+void PoolState::reclaim_and_wait() {
+  writer_->run_and_wait([this] { reclaim_on_thread(); });
+}
+
+Status PoolState::zero_chunks_durably(const std::vector<uint64_t>& sorted_chunks) {
+  std::vector<bool> touched(devices_.size(), false);
+  size_t i = 0;
+  while (i < sorted_chunks.size()) {
+    auto [dev, local] = allocator_->locate(sorted_chunks[i]);
+    size_t j = i + 1;
+    while (j < sorted_chunks.size() && sorted_chunks[j] == sorted_chunks[j - 1] + 1 &&
+           allocator_->locate(sorted_chunks[j]).first == dev)
+      ++j;
+    PXD_RETURN_IF_ERROR(devices_[dev]->zero_chunks(local, j - i));
+    touched[dev] = true;
+    i = j;
+  }
+  for (size_t d = 0; d < devices_.size(); ++d) {
+    if (touched[d]) PXD_RETURN_IF_ERROR(devices_[d]->sync());
+  }
+  return Status::ok();
+}
+
+void PoolState::reclaim_on_thread() {
+  uint64_t oldest = UINT64_MAX;
+  {
+    std::lock_guard<std::mutex> trees_lock(trees_mu_);
+    for (auto& [id, tree] : trees_) {
+      std::lock_guard<std::mutex> lock(tree->mu);
+      oldest = std::min(oldest, tree->oldest_active());
+    }
+  }
+  std::vector<uint64_t> ready;
+  {
+    std::lock_guard<std::mutex> lock(limbo_mu_);
+    auto keep = std::stable_partition(limbo_.begin(), limbo_.end(),
+                                      [&](const auto& e) { return e.first >= oldest; });
+    for (auto it = keep; it != limbo_.end(); ++it) ready.push_back(it->second);
+    limbo_.erase(keep, limbo_.end());
+    limbo_count_.store(limbo_.size(), std::memory_order_relaxed);
+  }
+  if (ready.empty()) return;
+  std::sort(ready.begin(), ready.end());
+  // The batches that dropped these chunks must be durable before the data goes: a crash
+  // could otherwise bring back a map that points at a zeroed chunk.
+  Status status = store_->sync();
+  if (status.is_ok()) status = zero_chunks_durably(ready);
+  if (status.is_ok()) {
+    metadb::MetaBatch batch;
+    for (uint64_t c : ready) batch.delete_dirty(c);
+    status = writer_->write_on_thread(batch, false);
+  }
+  if (!status.is_ok()) {
+    // They stay dirty on disk and are zeroed at the next open; not free until then.
+    PXD_LOG(kError) << "reclaiming " << ready.size() << " chunks failed: " << status;
+    return;
+  }
+  allocator_->finish_reclaim(ready);
+}
+
+void PoolState::request_refill() {
+  if (!allocator_->wants_refill()) return;
+  writer_->run([this] { refill_on_thread(); });
+}
+
+void PoolState::refill_on_thread() {
+  std::vector<uint64_t> chunks = allocator_->take_for_reserve();
+  if (!chunks.empty()) {
+    // Persist them as dirty before any data can land in them: a crash before their maps
+    // commit then finds them dirty and zeroes them at open.
+    metadb::MetaBatch batch;
+    for (uint64_t c : chunks) batch.put_dirty(c);
+    Status status = writer_->write_on_thread(batch, true);
+    if (status.is_ok()) {
+      allocator_->add_to_reserve(chunks);
+    } else {
+      allocator_->return_free(chunks);
+    }
+  }
+  allocator_->finish_refill();
+}
+
+Status PoolState::reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced) {
+  if (dirty_unreferenced.empty()) return Status::ok();
+  std::vector<uint64_t> sorted = dirty_unreferenced;
+  std::sort(sorted.begin(), sorted.end());
+  PXD_RETURN_IF_ERROR(zero_chunks_durably(sorted));
+  metadb::MetaBatch batch;
+  for (uint64_t c : sorted) batch.delete_dirty(c);
+  PXD_RETURN_IF_ERROR(store_->write(batch, true));
+  allocator_->finish_reclaim(sorted);
+  return Status::ok();
+}
+
+Tree* PoolState::tree(uint64_t id) {
+  std::lock_guard<std::mutex> lock(trees_mu_);
+  auto it = trees_.find(id);
+  return it == trees_.end() ? nullptr : it->second.get();
+}
+
+Tree* PoolState::add_tree(uint64_t id) {
+  std::lock_guard<std::mutex> lock(trees_mu_);
+  auto& slot = trees_[id];
+  if (!slot) slot = std::make_unique<Tree>(id);
+  return slot.get();
+}
+
+void PoolState::remove_tree(uint64_t id) {
+  std::lock_guard<std::mutex> lock(trees_mu_);
+  trees_.erase(id);
+}
+
+}  // namespace pxd

@@ -1,0 +1,114 @@
+// engine/pool_state.h: what the control path (Pool) and the I/O path (ThinVolume) share.
+//
+// Not part of the public engine API: frontends and the daemon use pool.h and volume.h.
+// PoolState owns the metadata store and its thread, the devices, the chunk allocator, the
+// trees, and the two background duties: refilling the allocation reserve and reclaiming
+// chunks whose last reference is gone (zero them durably, then make them free).
+//
+// Thread safety: the members marked const are immutable after open; others say their
+// guard. Lock order: trees_mu_, then Tree::mu, then limbo_mu_.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/chunk_allocator.h"
+#include "engine/meta_writer.h"
+#include "engine/pool_device.h"
+#include "engine/tree.h"
+#include "metadb/meta_store.h"
+
+namespace pxd {
+
+class PoolState {
+ public:
+  PoolState(std::unique_ptr<metadb::MetaStore> store,
+            std::vector<std::unique_ptr<PoolDevice>> devices);
+  ~PoolState();
+
+  metadb::MetaStore& store() { return *store_; }
+  MetaWriter& writer() { return *writer_; }
+  ChunkAllocator& allocator() { return *allocator_; }
+  const std::vector<std::unique_ptr<PoolDevice>>& devices() const { return devices_; }
+  uint32_t chunk_size() const { return chunk_size_; }
+  // Largest O_DIRECT alignment any device needs.
+  uint32_t direct_io_alignment() const { return dio_alignment_; }
+  // chunk_size() zero bytes, aligned for O_DIRECT: the source of zero writes.
+  const std::byte* zeros() const { return zeros_.get(); }
+
+  struct Location {
+    int fd;
+    uint64_t offset;
+  };
+  Location locate(uint64_t chunk) const {
+    auto [dev, local] = allocator_->locate(chunk);
+    return {devices_[dev]->fd(), devices_[dev]->chunk_offset(local)};
+  }
+
+  // A new I/O sequence number: requests are ordered by when they started.
+  uint64_t next_sequence() { return io_sequence_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Ends the live entry (chunk_index, birth -> pool_chunk) of `tree` at `generation`:
+  // kept as history if a snapshot in [birth, generation) sees it, else its extent is
+  // deleted and its reference dropped; chunks left with none are recorded dirty in
+  // `batch` and appended to `freed`. REQUIRES: tree.mu held.
+  void end_live_entry(Tree& tree, uint64_t chunk_index, uint32_t birth, uint64_t pool_chunk,
+                      uint32_t generation, metadb::MetaBatch& batch,
+                      std::vector<uint64_t>& freed);
+  // Drops a history entry's reference (its extent deletion is the caller's).
+  void drop_reference(uint64_t pool_chunk, metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
+
+  // Hands chunks whose last reference is committed as gone to the reclaimer. Call after
+  // the commit, once no map points at them any more.
+  void retire(const std::vector<uint64_t>& chunks);
+  // Tries to reclaim now, on the metadata thread, and waits for that attempt.
+  void reclaim_and_wait();
+  // Called when the oldest request of a tree finishes: retired chunks may now be free.
+  void maybe_reclaim() {
+    if (limbo_count_.load(std::memory_order_relaxed) > 0) schedule_reclaim();
+  }
+  // Asks the metadata thread to top up the allocation reserve if it is low.
+  void request_refill();
+
+  // ---- trees ----
+  Tree* tree(uint64_t id);
+  Tree* add_tree(uint64_t id);
+  void remove_tree(uint64_t id);
+
+  // Zeroes every dirty, unreferenced chunk and makes it free. Open time only.
+  Status reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced);
+
+ private:
+  void schedule_reclaim();
+  void reclaim_on_thread();
+  void refill_on_thread();
+  Status zero_chunks_durably(const std::vector<uint64_t>& chunks);
+
+  std::unique_ptr<metadb::MetaStore> store_;
+  std::vector<std::unique_ptr<PoolDevice>> devices_;
+  std::unique_ptr<ChunkAllocator> allocator_;
+  const uint32_t chunk_size_;
+  struct FreeDeleter {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::byte, FreeDeleter> zeros_;
+  uint32_t dio_alignment_ = 512;
+  std::atomic<uint64_t> io_sequence_{1};
+
+  std::mutex trees_mu_;
+  std::unordered_map<uint64_t, std::unique_ptr<Tree>> trees_;  // GUARDED_BY(trees_mu_)
+
+  std::mutex limbo_mu_;
+  std::vector<std::pair<uint64_t, uint64_t>> limbo_;  // GUARDED_BY(limbo_mu_): (tag, chunk)
+  std::atomic<uint64_t> limbo_count_{0};
+  std::atomic<bool> reclaim_scheduled_{false};
+
+  // Last: its thread runs jobs that use everything above, and stops first.
+  std::unique_ptr<MetaWriter> writer_;
+};
+
+}  // namespace pxd

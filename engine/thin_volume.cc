@@ -1,0 +1,503 @@
+#include "engine/thin_volume.h"
+
+#include <linux/fs.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "engine/pending_change.h"
+
+namespace pxd {
+namespace {
+
+// volume_flags bits of a request.
+constexpr uint32_t kTracked = 1u << 0;        // in the tree's active list
+constexpr uint32_t kNeedsMetaSync = 1u << 1;  // FUA: sync metadata before completing
+constexpr uint32_t kMetaSynced = 1u << 2;     // that sync has been done
+
+int errno_of(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk: return 0;
+    case StatusCode::kNoSpace: return -ENOSPC;
+    default: return -EIO;
+  }
+}
+
+}  // namespace
+
+// What dispatch_mutation decided for one chunk of a request.
+struct ThinVolume::Segment {
+  enum class Action { kNone, kInPlace, kIntoPending, kAllocate, kCopy, kUnmap };
+  Action action = Action::kNone;
+  uint64_t chunk_index = 0;
+  uint32_t within = 0;             // offset inside the chunk
+  uint32_t length = 0;
+  const std::byte* data = nullptr; // write data, or pool zeros
+  uint64_t new_chunk = kNoChunk;   // kAllocate, kCopy
+  LiveEntry* entry = nullptr;
+};
+
+ThinVolume::ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes,
+                       uint32_t block_size, std::function<void()> on_close)
+    : pool_(pool),
+      tree_(tree),
+      id_(id),
+      size_(size_bytes),
+      block_size_(block_size),
+      on_close_(std::move(on_close)) {}
+
+ThinVolume::~ThinVolume() {
+  if (on_close_) on_close_();
+}
+
+void ThinVolume::submit(IoRing& ring, IoRequest* req) {
+  req->ring = &ring;
+  req->volume_state = this;
+  req->volume_step = &ThinVolume::step;
+  req->status = 0;
+  req->pending = 1;  // released by the deferred completion queued at the end of each start
+  req->volume_flags = 0;
+  req->inplace_segments = 0;
+  req->sequence = 0;
+
+  uint64_t size = size_bytes();
+  bool bad = false;
+  if (req->op != IoOp::kFlush) {
+    bad = req->length == 0 || req->offset % block_size_ != 0 ||
+          req->length % block_size_ != 0 || req->offset > size || req->length > size - req->offset;
+    if ((req->op == IoOp::kRead || req->op == IoOp::kWrite) &&
+        (req->buffer == nullptr ||
+         reinterpret_cast<uintptr_t>(req->buffer) % pool_.direct_io_alignment() != 0))
+      bad = true;
+  }
+  if (bad) {
+    req->status = -EINVAL;
+    ring.defer(req, 0);
+    return;
+  }
+  Status health = pool_.writer().health();
+  if (!health.is_ok() && req->op != IoOp::kRead) {
+    req->status = -EIO;
+    ring.defer(req, 0);
+    return;
+  }
+  switch (req->op) {
+    case IoOp::kRead: start_read(req); break;
+    case IoOp::kFlush: start_flush(req); break;
+    case IoOp::kWrite:
+    case IoOp::kDiscard:
+    case IoOp::kWriteZeroes: {
+      std::lock_guard<std::mutex> lock(tree_.mu);
+      req->sequence = pool_.next_sequence();
+      req->volume_flags |= kTracked;
+      tree_.track(req);
+    }
+      dispatch_mutation(req);
+      break;
+  }
+}
+
+void ThinVolume::step(IoRequest* req, int result) {
+  auto* self = static_cast<ThinVolume*>(req->volume_state);
+  if (result < 0 && req->status == 0) req->status = result;
+  if (--req->pending == 0) self->finish(req);
+}
+
+void ThinVolume::start_read(IoRequest* req) {
+  const uint32_t cs = pool_.chunk_size();
+  struct Piece {
+    std::byte* buf;
+    uint32_t length;
+    uint64_t chunk;
+    uint32_t within;
+  };
+  thread_local std::vector<Piece> pieces;
+  pieces.clear();
+  {
+    std::lock_guard<std::mutex> lock(tree_.mu);
+    req->sequence = pool_.next_sequence();
+    req->volume_flags |= kTracked;
+    tree_.track(req);
+    uint64_t off = req->offset, left = req->length;
+    std::byte* buf = req->buffer;
+    while (left > 0) {
+      uint64_t ci = off / cs;
+      uint32_t within = static_cast<uint32_t>(off % cs);
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(cs - within, left));
+      auto it = tree_.live.find(ci);
+      uint64_t chunk = it == tree_.live.end() ? kNoChunk : it->second.pool_chunk;
+      pieces.push_back({buf, n, chunk, within});
+      off += n;
+      left -= n;
+      buf += n;
+    }
+  }
+  for (const Piece& p : pieces) {
+    if (p.chunk == kNoChunk) {
+      std::memset(p.buf, 0, p.length);
+      continue;
+    }
+    auto loc = pool_.locate(p.chunk);
+    ++req->pending;
+    req->ring->read(loc.fd, p.buf, p.length, loc.offset + p.within, req);
+  }
+  req->ring->defer(req, 0);
+}
+
+void ThinVolume::start_flush(IoRequest* req) {
+  for (const auto& dev : pool_.devices()) {
+    ++req->pending;
+    req->ring->fdatasync(dev->fd(), req);
+  }
+  MetaWriter& writer = pool_.writer();
+  if (writer.durable_sequence() < writer.committed_sequence()) {
+    ++req->pending;
+    IoRing* ring = req->ring;
+    writer.sync([ring, req](const Status& s) {
+      int err = errno_of(s);
+      ring->post([req, err] { ThinVolume::step(req, err); });
+    });
+  }
+  req->ring->defer(req, 0);
+}
+
+void ThinVolume::redispatch_later(IoRequest* req) {
+  req->ring->post([this, req] { dispatch_mutation(req); });
+}
+
+void ThinVolume::dispatch_mutation(IoRequest* req) {
+  const uint32_t cs = pool_.chunk_size();
+  const bool is_write = req->op == IoOp::kWrite;
+  const bool fua = is_write && (req->flags & kIoFua);
+  thread_local std::vector<Segment> segs;
+  segs.clear();
+
+  std::unique_lock<std::mutex> lock(tree_.mu);
+  const uint32_t gen = tree_.generation;
+  const uint32_t newest_snapshot = tree_.newest_snapshot();
+  const uint64_t volume_end = size_bytes();
+  bool drain_needed = !tree_.inplace_writes.empty() && tree_.inplace_writes.begin()->first < gen;
+
+  // Phase 1: decide, without side effects except taking chunks from the reserve.
+  PendingChange* wait_on = nullptr;
+  bool wait_drain = false;
+  int fail = 0;
+  bool wait_alloc = false;
+  uint64_t off = req->offset, left = req->length;
+  const std::byte* data = req->buffer;
+  while (left > 0 && !wait_on && !wait_drain && !fail && !wait_alloc) {
+    Segment s;
+    s.chunk_index = off / cs;
+    s.within = static_cast<uint32_t>(off % cs);
+    s.length = static_cast<uint32_t>(std::min<uint64_t>(cs - s.within, left));
+    s.data = is_write ? data : pool_.zeros();
+    bool whole = s.within == 0 && (s.length == cs || off + s.length == volume_end);
+    auto it = tree_.live.find(s.chunk_index);
+    LiveEntry* e = it == tree_.live.end() ? nullptr : &it->second;
+    s.entry = e;
+    bool need_chunk = false;
+    if (e && e->pending) {
+      if (is_write && e->pending->kind == PendingChange::Kind::kAllocate) {
+        s.action = Segment::Action::kIntoPending;
+      } else {
+        wait_on = e->pending;
+      }
+    } else if (!e) {
+      if (is_write) {
+        s.action = Segment::Action::kAllocate;
+        need_chunk = true;
+      }
+    } else if (!is_write && whole) {
+      s.action = Segment::Action::kUnmap;
+    } else {
+      bool exclusive = e->birth > newest_snapshot;
+      if (exclusive && e->maybe_shared) {
+        if (pool_.allocator().references(e->pool_chunk) == 1) {
+          e->maybe_shared = false;
+        } else {
+          exclusive = false;
+        }
+      }
+      if (exclusive) {
+        s.action = Segment::Action::kInPlace;
+      } else if (drain_needed) {
+        wait_drain = true;
+      } else {
+        s.action = Segment::Action::kCopy;
+        need_chunk = true;
+      }
+    }
+    if (need_chunk) {
+      auto st = pool_.allocator().allocate(&s.new_chunk, [this, req] { redispatch_later(req); });
+      if (st == ChunkAllocator::AllocStatus::kWait) {
+        wait_alloc = true;
+      } else if (st == ChunkAllocator::AllocStatus::kNoSpace) {
+        fail = -ENOSPC;
+      }
+    }
+    if (!wait_on && !wait_drain && !fail && !wait_alloc) segs.push_back(s);
+    off += s.length;
+    left -= s.length;
+    if (is_write) data += s.length;
+  }
+  if (wait_on || wait_drain || fail || wait_alloc) {
+    for (const Segment& s : segs) {
+      if (s.new_chunk != kNoChunk) pool_.allocator().unallocate(s.new_chunk);
+    }
+    if (wait_on) {
+      req->next_waiter = wait_on->waiters;
+      wait_on->waiters = req;
+    } else if (wait_drain) {
+      req->next_waiter = tree_.drain_waiters;
+      tree_.drain_waiters = req;
+    } else if (fail) {
+      req->status = fail;
+      req->ring->defer(req, 0);
+    }
+    lock.unlock();
+    if (wait_alloc) pool_.request_refill();
+    return;
+  }
+
+  // Phase 2: start everything.
+  req->generation = gen;
+  metadb::MetaBatch batch;
+  std::vector<PendingChange*> to_commit;
+  std::vector<PendingChange*> to_copy;
+  for (Segment& s : segs) {
+    switch (s.action) {
+      case Segment::Action::kNone: break;
+      case Segment::Action::kInPlace: {
+        auto loc = pool_.locate(s.entry->pool_chunk);
+        ++req->pending;
+        ++req->inplace_segments;
+        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0,
+                         req);
+        break;
+      }
+      case Segment::Action::kIntoPending: {
+        PendingChange* p = s.entry->pending;
+        auto loc = pool_.locate(p->new_chunk);
+        req->pending += 2;  // the data write, and the commit it waits for
+        ++req->inplace_segments;
+        p->commit_waiters.push_back(req);
+        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0,
+                         req);
+        break;
+      }
+      case Segment::Action::kAllocate: {
+        auto* p = new PendingChange(PendingChange::Kind::kAllocate, this, s.chunk_index, gen);
+        p->new_chunk = s.new_chunk;
+        LiveEntry& e = tree_.live[s.chunk_index];
+        e = LiveEntry{kNoChunk, gen, false, p};
+        auto loc = pool_.locate(s.new_chunk);
+        req->pending += 2;
+        ++req->inplace_segments;
+        p->commit_waiters.push_back(req);
+        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0,
+                         req);
+        to_commit.push_back(p);
+        break;
+      }
+      case Segment::Action::kCopy: {
+        auto* p = new PendingChange(PendingChange::Kind::kCopy, this, s.chunk_index, gen);
+        p->new_chunk = s.new_chunk;
+        p->old_chunk = s.entry->pool_chunk;
+        p->old_birth = s.entry->birth;
+        p->ring = req->ring;
+        p->overlay_within = s.within;
+        p->overlay_length = s.length;
+        p->overlay = s.data;
+        s.entry->pending = p;
+        ++req->pending;
+        p->commit_waiters.push_back(req);
+        to_copy.push_back(p);
+        break;
+      }
+      case Segment::Action::kUnmap: {
+        auto* p = new PendingChange(PendingChange::Kind::kUnmap, this, s.chunk_index, gen);
+        p->old_chunk = s.entry->pool_chunk;
+        p->old_birth = s.entry->birth;
+        s.entry->pending = p;
+        ++req->pending;
+        p->commit_waiters.push_back(req);
+        to_commit.push_back(p);
+        break;
+      }
+    }
+  }
+  if (req->inplace_segments > 0) ++tree_.inplace_writes[gen];
+  if (fua) req->volume_flags |= kNeedsMetaSync;
+  lock.unlock();
+
+  for (PendingChange* p : to_commit) commit_change(p);
+  for (PendingChange* p : to_copy) {
+    void* buf = nullptr;
+    if (posix_memalign(&buf, 4096, pool_.chunk_size()) != 0) {
+      fail_change(p, -ENOMEM);
+      continue;
+    }
+    p->buffer = static_cast<std::byte*>(buf);
+    auto loc = pool_.locate(p->old_chunk);
+    p->ring->read(loc.fd, p->buffer, pool_.chunk_size(), loc.offset, p);
+  }
+  req->ring->defer(req, 0);
+}
+
+// Copy-on-write, on the ring of the request that started it: read the old chunk, overlay
+// the new data, write the whole chunk durably, then commit.
+void ThinVolume::copy_step(PendingChange* p, int result) {
+  const uint32_t cs = pool_.chunk_size();
+  if (result < 0 || static_cast<uint32_t>(result) != cs) {
+    fail_change(p, result < 0 ? result : -EIO);
+    return;
+  }
+  if (p->copy_state == PendingChange::CopyState::kReading) {
+    std::memcpy(p->buffer + p->overlay_within, p->overlay, p->overlay_length);
+    p->copy_state = PendingChange::CopyState::kWriting;
+    auto loc = pool_.locate(p->new_chunk);
+    // Durable before the extent commits: the old chunk's data must never be lost to a
+    // crash that keeps the new map but not the new chunk's data.
+    p->ring->write(loc.fd, p->buffer, cs, loc.offset, RWF_DSYNC, p);
+    return;
+  }
+  std::free(p->buffer);
+  p->buffer = nullptr;
+  commit_change(p);
+}
+
+void ThinVolume::commit_change(PendingChange* p) {
+  metadb::MetaBatch batch;
+  {
+    std::lock_guard<std::mutex> lock(tree_.mu);
+    if (p->kind != PendingChange::Kind::kAllocate) {
+      pool_.end_live_entry(tree_, p->chunk_index, p->old_birth, p->old_chunk, p->birth, batch,
+                           p->freed);
+    }
+    if (p->kind != PendingChange::Kind::kUnmap) {
+      batch.put_extent({tree_.id, p->chunk_index, p->birth},
+                       {p->new_chunk, metadb::kLiveGeneration});
+      batch.delete_dirty(p->new_chunk);
+    }
+    // Sequence numbers are handed out in queue order; under the tree lock, so
+    // last_commit only grows.
+    tree_.last_commit = pool_.writer().commit(
+        std::move(batch), false, [this, p](const Status& s) { finalize_change(p, s); });
+  }
+}
+
+// Runs on the metadata thread once the change's batch is written (or failed).
+void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
+  int err = errno_of(status);
+  std::vector<IoRequest*> commit_waiters;
+  IoRequest* waiters;
+  {
+    std::lock_guard<std::mutex> lock(tree_.mu);
+    auto it = tree_.live.find(p->chunk_index);
+    if (status.is_ok()) {
+      if (p->kind == PendingChange::Kind::kUnmap) {
+        tree_.live.erase(it);
+      } else {
+        it->second = LiveEntry{p->new_chunk, p->birth, false, nullptr};
+      }
+    } else if (p->kind == PendingChange::Kind::kAllocate) {
+      tree_.live.erase(it);
+    } else {
+      it->second.pending = nullptr;
+    }
+    commit_waiters.swap(p->commit_waiters);
+    waiters = p->waiters;
+  }
+  if (status.is_ok()) pool_.retire(p->freed);
+  for (IoRequest* r : commit_waiters) r->ring->post([r, err] { ThinVolume::step(r, err); });
+  for (IoRequest* r = waiters; r;) {
+    IoRequest* next = r->next_waiter;
+    redispatch_later(r);
+    r = next;
+  }
+  delete p;
+}
+
+// A copy failed before its commit: the old mapping stays, the new chunk (which may hold
+// part of the copy) is retired dirty, and every request waiting on it is told or retried.
+void ThinVolume::fail_change(PendingChange* p, int error) {
+  std::vector<IoRequest*> commit_waiters;
+  IoRequest* waiters;
+  {
+    std::lock_guard<std::mutex> lock(tree_.mu);
+    tree_.live[p->chunk_index].pending = nullptr;
+    commit_waiters.swap(p->commit_waiters);
+    waiters = p->waiters;
+  }
+  pool_.allocator().drop_reference(p->new_chunk);
+  pool_.retire({p->new_chunk});
+  for (IoRequest* r : commit_waiters) step(r, error);
+  for (IoRequest* r = waiters; r;) {
+    IoRequest* next = r->next_waiter;
+    redispatch_later(r);
+    r = next;
+  }
+  std::free(p->buffer);
+  delete p;
+}
+
+void ThinVolume::finish(IoRequest* req) {
+  if ((req->volume_flags & kNeedsMetaSync) && !(req->volume_flags & kMetaSynced) &&
+      req->status == 0) {
+    // A FUA write is durable only if the extents it lands in are: sync the metadata when
+    // this tree has commits that may not be durable yet.
+    uint64_t last;
+    {
+      std::lock_guard<std::mutex> lock(tree_.mu);
+      last = tree_.last_commit;
+    }
+    req->volume_flags |= kMetaSynced;
+    if (pool_.writer().durable_sequence() < last) {
+      req->pending = 1;
+      IoRing* ring = req->ring;
+      pool_.writer().sync([ring, req](const Status& s) {
+        int err = errno_of(s);
+        ring->post([req, err] { ThinVolume::step(req, err); });
+      });
+      return;
+    }
+  }
+  complete(req);
+}
+
+void ThinVolume::complete(IoRequest* req) {
+  if (req->volume_flags & kTracked) {
+    IoRequest* drained = nullptr;
+    bool was_oldest;
+    {
+      std::lock_guard<std::mutex> lock(tree_.mu);
+      was_oldest = tree_.active_head == req;
+      tree_.untrack(req);
+      if (req->inplace_segments > 0) {
+        auto it = tree_.inplace_writes.find(req->generation);
+        if (--it->second == 0) tree_.inplace_writes.erase(it);
+      }
+      if (tree_.drain_waiters &&
+          (tree_.inplace_writes.empty() ||
+           tree_.inplace_writes.begin()->first >= tree_.generation)) {
+        drained = tree_.drain_waiters;
+        tree_.drain_waiters = nullptr;
+      }
+    }
+    for (IoRequest* r = drained; r;) {
+      IoRequest* next = r->next_waiter;
+      redispatch_later(r);
+      r = next;
+    }
+    if (was_oldest) pool_.maybe_reclaim();
+  }
+  req->done(req, req->status);
+}
+
+}  // namespace pxd
+
+namespace pxd {
+void PendingChange::on_complete(int result) { volume->copy_step(this, result); }
+}  // namespace pxd

@@ -1,0 +1,85 @@
+// engine/volume.h: the block I/O contract every frontend speaks.
+//
+// A Volume is a range of bytes with a block size, read and written asynchronously. The
+// ublk and NBD frontends, the replication layer and the tests all see only this class, so
+// a frontend does not know whether a volume is a local thin volume, a snapshot, a
+// replicated volume or a fault-injecting wrapper.
+//
+// The contract:
+//  * submit(ring, req) starts `req`. The caller owns `ring` (it runs ring.run_once() on
+//    the calling thread) and keeps `req` alive and untouched until req->done runs.
+//  * req->done(req, result) runs exactly once, on the ring's thread, from a later
+//    run_once(), never from inside submit(): result is 0 on success or a negative errno
+//    (-EINVAL bad range or alignment, -EROFS write to a read-only volume, -ENOSPC the pool
+//    has no chunk for a write that needs one, -EIO a device failed, -ESHUTDOWN the volume
+//    is closing).
+//  * Offsets and lengths are multiples of block_size(); length > 0 except for kFlush; the
+//    range ends at or before size_bytes(). Buffers are aligned to kIoBufferAlignment.
+//  * The volume has a volatile write cache: a completed write is readable at once but
+//    may be lost in a crash until a kFlush completes (everything completed before the
+//    flush was submitted is then durable) or unless the write had kIoFua.
+//  * Unwritten ranges read as zeros. kDiscard and kWriteZeroes both make the range read
+//    as zeros; whole chunks in the range go back to the pool.
+//  * Requests run concurrently; overlapping requests in flight at once may complete in
+//    any order, and a read overlapping an in-flight write returns old or new data.
+//
+// Thread safety: submit() may be called concurrently from several threads, each with its
+// own ring. size_bytes() may change (grow) while requests run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/io_ring.h"
+
+namespace pxd {
+
+inline constexpr size_t kIoBufferAlignment = 4096;
+
+enum class IoOp : uint8_t { kRead, kWrite, kFlush, kDiscard, kWriteZeroes };
+
+enum IoFlags : uint32_t {
+  kIoFua = 1u << 0,  // kWrite: durable when it completes
+};
+
+// One block request. Fields above the line are the caller's; below are the volume's
+// while the request is in flight.
+struct IoRequest final : IoCompletion {
+  IoOp op = IoOp::kRead;
+  uint32_t flags = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::byte* buffer = nullptr;  // kRead, kWrite: `length` bytes
+  void (*done)(IoRequest* req, int result) = nullptr;
+  void* user = nullptr;
+
+  // ---- owned by the volume while in flight ----
+  IoRing* ring = nullptr;
+  void* volume_state = nullptr;
+  void (*volume_step)(IoRequest* req, int result) = nullptr;
+  uint32_t pending = 0;
+  int32_t status = 0;
+  uint64_t sequence = 0;
+  uint32_t generation = 0;
+  uint32_t inplace_segments = 0;
+  uint32_t volume_flags = 0;
+  IoRequest* next_waiter = nullptr;
+  IoRequest* active_prev = nullptr;
+  IoRequest* active_next = nullptr;
+
+  void on_complete(int result) override { volume_step(this, result); }
+};
+
+class Volume {
+ public:
+  virtual ~Volume() = default;
+
+  virtual uint64_t id() const = 0;
+  virtual uint64_t size_bytes() const = 0;
+  virtual uint32_t block_size() const = 0;
+  virtual bool read_only() const = 0;
+
+  virtual void submit(IoRing& ring, IoRequest* req) = 0;
+};
+
+}  // namespace pxd
