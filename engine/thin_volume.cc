@@ -88,12 +88,7 @@ void ThinVolume::submit(IoRing& ring, IoRequest* req) {
     case IoOp::kFlush: start_flush(req); break;
     case IoOp::kWrite:
     case IoOp::kDiscard:
-    case IoOp::kWriteZeroes: {
-      std::lock_guard<std::mutex> lock(tree_.mu);
-      req->sequence = pool_.next_sequence();
-      req->volume_flags |= kTracked;
-      tree_.track(req);
-    }
+    case IoOp::kWriteZeroes:
       dispatch_mutation(req);
       break;
   }
@@ -175,6 +170,11 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
   segs.clear();
 
   std::unique_lock<std::mutex> lock(tree_.mu);
+  if (!(req->volume_flags & kTracked)) {
+    req->sequence = pool_.next_sequence();
+    req->volume_flags |= kTracked;
+    tree_.track(req);
+  }
   const uint32_t gen = tree_.generation;
   const uint32_t newest_snapshot = tree_.newest_snapshot();
   const uint64_t volume_end = size_bytes();
@@ -331,6 +331,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
   if (req->inplace_segments > 0) ++tree_.inplace_writes[gen];
   if (fua) req->volume_flags |= kNeedsMetaSync;
   lock.unlock();
+  if (!to_commit.empty() || !to_copy.empty()) pool_.request_refill();
 
   for (PendingChange* p : to_commit) commit_change(p);
   for (PendingChange* p : to_copy) {
