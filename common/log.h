@@ -47,7 +47,7 @@ struct Voidify {
 
 // As in glog: the conditional makes the macro one expression, safe in an unbraced `if`,
 // and skips formatting when the level is off.
-#define PXD_LOG(lvl)                                      \
-  !::pxd::log::enabled(::pxd::log::Level::lvl)            \
-      ? (void)0                                           \
+#define PXD_LOG(lvl)                           \
+  !::pxd::log::enabled(::pxd::log::Level::lvl) \
+      ? (void)0                                \
       : ::pxd::log::Voidify() & ::pxd::log::Line(::pxd::log::Level::lvl, __FILE__, __LINE__)

@@ -7,17 +7,28 @@ namespace pxd {
 
 std::string_view status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "ok";
-    case StatusCode::kInvalidArgument: return "invalid-argument";
-    case StatusCode::kNotFound: return "not-found";
-    case StatusCode::kAlreadyExists: return "already-exists";
-    case StatusCode::kFailedPrecondition: return "failed-precondition";
-    case StatusCode::kNoSpace: return "no-space";
-    case StatusCode::kIoError: return "io-error";
-    case StatusCode::kCorruption: return "corruption";
-    case StatusCode::kUnsupported: return "unsupported";
-    case StatusCode::kBusy: return "busy";
-    case StatusCode::kInternal: return "internal";
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kInvalidArgument:
+      return "invalid-argument";
+    case StatusCode::kNotFound:
+      return "not-found";
+    case StatusCode::kAlreadyExists:
+      return "already-exists";
+    case StatusCode::kFailedPrecondition:
+      return "failed-precondition";
+    case StatusCode::kNoSpace:
+      return "no-space";
+    case StatusCode::kIoError:
+      return "io-error";
+    case StatusCode::kCorruption:
+      return "corruption";
+    case StatusCode::kUnsupported:
+      return "unsupported";
+    case StatusCode::kBusy:
+      return "busy";
+    case StatusCode::kInternal:
+      return "internal";
   }
   return "unknown";
 }
@@ -49,14 +60,27 @@ Status errno_status(int err, std::string_view what) {
   m += std::strerror(err);
   StatusCode code = StatusCode::kIoError;
   switch (err) {
-    case ENOENT: code = StatusCode::kNotFound; break;
-    case ENOSPC: code = StatusCode::kNoSpace; break;
-    case EINVAL: code = StatusCode::kInvalidArgument; break;
-    case EEXIST: code = StatusCode::kAlreadyExists; break;
+    case ENOENT:
+      code = StatusCode::kNotFound;
+      break;
+    case ENOSPC:
+      code = StatusCode::kNoSpace;
+      break;
+    case EINVAL:
+      code = StatusCode::kInvalidArgument;
+      break;
+    case EEXIST:
+      code = StatusCode::kAlreadyExists;
+      break;
     case EBUSY:
-    case EAGAIN: code = StatusCode::kBusy; break;
-    case EOPNOTSUPP: code = StatusCode::kUnsupported; break;
-    default: break;
+    case EAGAIN:
+      code = StatusCode::kBusy;
+      break;
+    case EOPNOTSUPP:
+      code = StatusCode::kUnsupported;
+      break;
+    default:
+      break;
   }
   return Status(code, std::move(m));
 }

@@ -19,16 +19,16 @@ namespace pxd {
 // Persisted in no file, but sent over the control API: do not change these values.
 enum class StatusCode : uint8_t {
   kOk = 0,
-  kInvalidArgument = 1,   // the request itself is malformed or out of range
-  kNotFound = 2,          // a named volume, snapshot or file does not exist
-  kAlreadyExists = 3,     // a name is taken by something with a different spec
-  kFailedPrecondition = 4,// the object is in a state that forbids the operation
-  kNoSpace = 5,           // the pool has no free chunk
-  kIoError = 6,           // a backing device or the metadata store failed
-  kCorruption = 7,        // persisted state fails a check
-  kUnsupported = 8,       // valid request this build or format cannot serve
-  kBusy = 9,              // held by another user (lock, attached volume)
-  kInternal = 10,         // a bug: an invariant did not hold
+  kInvalidArgument = 1,     // the request itself is malformed or out of range
+  kNotFound = 2,            // a named volume, snapshot or file does not exist
+  kAlreadyExists = 3,       // a name is taken by something with a different spec
+  kFailedPrecondition = 4,  // the object is in a state that forbids the operation
+  kNoSpace = 5,             // the pool has no free chunk
+  kIoError = 6,             // a backing device or the metadata store failed
+  kCorruption = 7,          // persisted state fails a check
+  kUnsupported = 8,         // valid request this build or format cannot serve
+  kBusy = 9,                // held by another user (lock, attached volume)
+  kInternal = 10,           // a bug: an invariant did not hold
 };
 
 std::string_view status_code_name(StatusCode code);
@@ -58,16 +58,36 @@ class [[nodiscard]] Status {
 
 std::ostream& operator<<(std::ostream& os, const Status& status);
 
-inline Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
-inline Status not_found(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
-inline Status already_exists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
-inline Status failed_precondition(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
-inline Status no_space(std::string m) { return {StatusCode::kNoSpace, std::move(m)}; }
-inline Status io_error(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
-inline Status corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
-inline Status unsupported(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
-inline Status busy(std::string m) { return {StatusCode::kBusy, std::move(m)}; }
-inline Status internal_error(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status invalid_argument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
+inline Status not_found(std::string m) {
+  return {StatusCode::kNotFound, std::move(m)};
+}
+inline Status already_exists(std::string m) {
+  return {StatusCode::kAlreadyExists, std::move(m)};
+}
+inline Status failed_precondition(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
+inline Status no_space(std::string m) {
+  return {StatusCode::kNoSpace, std::move(m)};
+}
+inline Status io_error(std::string m) {
+  return {StatusCode::kIoError, std::move(m)};
+}
+inline Status corruption(std::string m) {
+  return {StatusCode::kCorruption, std::move(m)};
+}
+inline Status unsupported(std::string m) {
+  return {StatusCode::kUnsupported, std::move(m)};
+}
+inline Status busy(std::string m) {
+  return {StatusCode::kBusy, std::move(m)};
+}
+inline Status internal_error(std::string m) {
+  return {StatusCode::kInternal, std::move(m)};
+}
 
 // "open /x: No such file or directory" from an errno value.
 Status errno_status(int err, std::string_view what);
@@ -79,16 +99,17 @@ using Result = boost::outcome_v2::basic_result<T, Status, boost::outcome_v2::pol
 }  // namespace pxd
 
 // PXD_TRY(decl, expr): evaluates a Result, returns its Status from the enclosing function on
-// error, else initializes `decl` (e.g. `auto x` or `uint64_t size`) with the value. PXD_RETURN_IF_ERROR(expr): same for a plain Status.
+// error, else initializes `decl` (e.g. `auto x` or `uint64_t size`) with the value.
+// PXD_RETURN_IF_ERROR(expr): same for a plain Status.
 #define PXD_CONCAT_INNER(a, b) a##b
 #define PXD_CONCAT(a, b) PXD_CONCAT_INNER(a, b)
-#define PXD_TRY_IMPL(tmp, decl, expr)                     \
-  auto tmp = (expr);                                      \
-  if (tmp.has_error()) return std::move(tmp).error();     \
+#define PXD_TRY_IMPL(tmp, decl, expr)                 \
+  auto tmp = (expr);                                  \
+  if (tmp.has_error()) return std::move(tmp).error(); \
   decl = std::move(tmp).value()
 #define PXD_TRY(decl, expr) PXD_TRY_IMPL(PXD_CONCAT(pxd_try_, __LINE__), decl, expr)
-#define PXD_RETURN_IF_ERROR(expr)              \
-  do {                                         \
-    ::pxd::Status pxd_status_ = (expr);        \
+#define PXD_RETURN_IF_ERROR(expr)                 \
+  do {                                            \
+    ::pxd::Status pxd_status_ = (expr);           \
     if (!pxd_status_.is_ok()) return pxd_status_; \
   } while (0)

@@ -53,12 +53,23 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t default_unit) {
     } else {
       uint64_t base;
       switch (unit[0]) {
-        case 'K': base = kKiB; break;
-        case 'M': base = kMiB; break;
-        case 'G': base = kGiB; break;
-        case 'T': base = kTiB; break;
-        case 'P': base = kTiB * 1024; break;
-        default: return bad("unknown unit (use K, M, G, T, P or B)");
+        case 'K':
+          base = kKiB;
+          break;
+        case 'M':
+          base = kMiB;
+          break;
+        case 'G':
+          base = kGiB;
+          break;
+        case 'T':
+          base = kTiB;
+          break;
+        case 'P':
+          base = kTiB * 1024;
+          break;
+        default:
+          return bad("unknown unit (use K, M, G, T, P or B)");
       }
       std::string_view tail = std::string_view(unit).substr(1);
       if (!(tail.empty() || tail == "B" || tail == "I" || tail == "IB"))

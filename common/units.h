@@ -26,8 +26,14 @@ Result<uint64_t> parse_size(std::string_view text, uint64_t default_unit);
 // "0 B", "4 KiB", "1.5 GiB": at most one decimal, binary units.
 std::string format_size(uint64_t bytes);
 
-inline constexpr bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
-inline constexpr uint64_t align_down(uint64_t v, uint64_t a) { return v / a * a; }
-inline constexpr uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+inline constexpr bool is_power_of_two(uint64_t v) {
+  return v != 0 && (v & (v - 1)) == 0;
+}
+inline constexpr uint64_t align_down(uint64_t v, uint64_t a) {
+  return v / a * a;
+}
+inline constexpr uint64_t align_up(uint64_t v, uint64_t a) {
+  return (v + a - 1) / a * a;
+}
 
 }  // namespace pxd

@@ -58,7 +58,9 @@ void ChunkAllocator::set_free(uint64_t chunk, bool free) {
   }
 }
 
-size_t ChunkAllocator::reserve_target() const { return reserve_batch_; }
+size_t ChunkAllocator::reserve_target() const {
+  return reserve_batch_;
+}
 
 ChunkAllocator::AllocStatus ChunkAllocator::allocate(uint64_t* chunk,
                                                      std::function<void()> on_refilled) {

@@ -86,18 +86,18 @@ class ChunkAllocator {
   size_t reserve_target() const;             // REQUIRES: mu_ held
 
   mutable std::mutex mu_;
-  std::vector<uint64_t> bases_;               // first chunk number of each device
+  std::vector<uint64_t> bases_;  // first chunk number of each device
   uint64_t total_ = 0;
-  std::vector<uint32_t> refs_;                // GUARDED_BY(mu_)
-  std::vector<uint64_t> free_bits_;           // GUARDED_BY(mu_): bit set = free
-  uint64_t free_count_ = 0;                   // GUARDED_BY(mu_)
-  uint64_t cursor_ = 0;                       // GUARDED_BY(mu_): next-fit search start
-  std::vector<uint64_t> reserve_;             // GUARDED_BY(mu_)
-  uint64_t referenced_ = 0;                   // GUARDED_BY(mu_)
-  uint64_t reclaiming_ = 0;                   // GUARDED_BY(mu_)
-  uint64_t in_refill_ = 0;                    // GUARDED_BY(mu_): taken, not yet reserved
-  bool refill_running_ = false;               // GUARDED_BY(mu_)
-  size_t reserve_batch_ = 64;                 // GUARDED_BY(mu_): grows when callers wait
+  std::vector<uint32_t> refs_;                  // GUARDED_BY(mu_)
+  std::vector<uint64_t> free_bits_;             // GUARDED_BY(mu_): bit set = free
+  uint64_t free_count_ = 0;                     // GUARDED_BY(mu_)
+  uint64_t cursor_ = 0;                         // GUARDED_BY(mu_): next-fit search start
+  std::vector<uint64_t> reserve_;               // GUARDED_BY(mu_)
+  uint64_t referenced_ = 0;                     // GUARDED_BY(mu_)
+  uint64_t reclaiming_ = 0;                     // GUARDED_BY(mu_)
+  uint64_t in_refill_ = 0;                      // GUARDED_BY(mu_): taken, not yet reserved
+  bool refill_running_ = false;                 // GUARDED_BY(mu_)
+  size_t reserve_batch_ = 64;                   // GUARDED_BY(mu_): grows when callers wait
   std::vector<std::function<void()>> waiters_;  // GUARDED_BY(mu_)
 };
 

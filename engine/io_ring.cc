@@ -78,8 +78,7 @@ void IoRing::fdatasync(int fd, IoCompletion* completion) {
   io_uring_sqe_set_data(sqe, completion);
 }
 
-void IoRing::fallocate(int fd, int mode, uint64_t offset, uint64_t len,
-                       IoCompletion* completion) {
+void IoRing::fallocate(int fd, int mode, uint64_t offset, uint64_t len, IoCompletion* completion) {
   io_uring_sqe* sqe = get_sqe(completion);
   io_uring_prep_fallocate(sqe, fd, mode, static_cast<off_t>(offset), static_cast<off_t>(len));
   io_uring_sqe_set_data(sqe, completion);

@@ -72,12 +72,12 @@ class MetaWriter {
   metadb::MetaStore* store_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Item> queue_;           // GUARDED_BY(mu_)
-  uint64_t next_sequence_ = 1;       // GUARDED_BY(mu_)
-  uint64_t committed_ = 0;           // GUARDED_BY(mu_)
-  uint64_t durable_ = 0;             // GUARDED_BY(mu_)
-  Status failure_;                   // GUARDED_BY(mu_)
-  bool stopping_ = false;            // GUARDED_BY(mu_)
+  std::deque<Item> queue_;      // GUARDED_BY(mu_)
+  uint64_t next_sequence_ = 1;  // GUARDED_BY(mu_)
+  uint64_t committed_ = 0;      // GUARDED_BY(mu_)
+  uint64_t durable_ = 0;        // GUARDED_BY(mu_)
+  Status failure_;              // GUARDED_BY(mu_)
+  bool stopping_ = false;       // GUARDED_BY(mu_)
   std::thread thread_;
 };
 

@@ -32,8 +32,8 @@ std::string random_uuid() {
 Status check_size(uint64_t size, uint32_t block_size) {
   if (size == 0) return invalid_argument("size must be greater than zero");
   if (size % block_size != 0)
-    return invalid_argument("size " + std::to_string(size) + " is not a multiple of the block size " +
-                            std::to_string(block_size));
+    return invalid_argument("size " + std::to_string(size) +
+                            " is not a multiple of the block size " + std::to_string(block_size));
   if (size > kMaxVolumeBytes)
     return invalid_argument("size " + format_size(size) + " is beyond the limit of " +
                             format_size(kMaxVolumeBytes));
@@ -147,11 +147,11 @@ Status Pool::load() {
   PXD_RETURN_IF_ERROR(store.for_each_object([&](metadb::ObjectRecord&& rec) -> Status {
     if (rec.id >= next_id_)
       return corruption("object " + std::to_string(rec.id) + " is not below the next id");
-    if (names_.count(rec.name))
-      return corruption("two objects are named '" + rec.name + "'");
+    if (names_.count(rec.name)) return corruption("two objects are named '" + rec.name + "'");
     names_[rec.name] = rec.id;
     if (rec.kind == metadb::ObjectKind::kVolume) {
-      if (rec.tree != rec.id) return corruption("volume " + std::to_string(rec.id) + " has a foreign tree");
+      if (rec.tree != rec.id)
+        return corruption("volume " + std::to_string(rec.id) + " has a foreign tree");
       state_->add_tree(rec.id)->generation = rec.generation;
     } else {
       snapshots.push_back(rec);
@@ -167,27 +167,27 @@ Status Pool::load() {
   }
   ChunkAllocator& alloc = state_->allocator();
   uint64_t extents = 0;
-  PXD_RETURN_IF_ERROR(store.for_each_extent(
-      [&](const metadb::ExtentKey& k, const metadb::ExtentValue& v) -> Status {
-        std::string where = "extent (tree " + std::to_string(k.tree) + ", chunk " +
-                            std::to_string(k.chunk_index) + ", birth " + std::to_string(k.birth) + ")";
-        Tree* tree = state_->tree(k.tree);
-        if (!tree) return corruption(where + " belongs to no volume");
-        if (!alloc.load_reference(v.pool_chunk))
-          return corruption(where + " names pool chunk " + std::to_string(v.pool_chunk) +
-                            " beyond the pool's " + std::to_string(alloc.capacity_chunks()));
-        if (k.birth > tree->generation || v.death <= k.birth ||
-            (v.death != metadb::kLiveGeneration && v.death > tree->generation))
-          return corruption(where + " has generations out of order");
-        if (v.death == metadb::kLiveGeneration) {
-          auto [it, inserted] = tree->live.emplace(k.chunk_index, LiveEntry{v.pool_chunk, k.birth});
-          if (!inserted) return corruption(where + " is a second live entry for its chunk");
-        } else {
-          tree->history[{k.chunk_index, k.birth}] = HistoryEntry{v.pool_chunk, v.death};
-        }
-        ++extents;
-        return Status::ok();
-      }));
+  PXD_RETURN_IF_ERROR(store.for_each_extent([&](const metadb::ExtentKey& k,
+                                                const metadb::ExtentValue& v) -> Status {
+    std::string where = "extent (tree " + std::to_string(k.tree) + ", chunk " +
+                        std::to_string(k.chunk_index) + ", birth " + std::to_string(k.birth) + ")";
+    Tree* tree = state_->tree(k.tree);
+    if (!tree) return corruption(where + " belongs to no volume");
+    if (!alloc.load_reference(v.pool_chunk))
+      return corruption(where + " names pool chunk " + std::to_string(v.pool_chunk) +
+                        " beyond the pool's " + std::to_string(alloc.capacity_chunks()));
+    if (k.birth > tree->generation || v.death <= k.birth ||
+        (v.death != metadb::kLiveGeneration && v.death > tree->generation))
+      return corruption(where + " has generations out of order");
+    if (v.death == metadb::kLiveGeneration) {
+      auto [it, inserted] = tree->live.emplace(k.chunk_index, LiveEntry{v.pool_chunk, k.birth});
+      if (!inserted) return corruption(where + " is a second live entry for its chunk");
+    } else {
+      tree->history[{k.chunk_index, k.birth}] = HistoryEntry{v.pool_chunk, v.death};
+    }
+    ++extents;
+    return Status::ok();
+  }));
   std::vector<uint64_t> dirty_unreferenced;
   metadb::MetaBatch stale;
   PXD_RETURN_IF_ERROR(store.for_each_dirty([&](uint64_t chunk) -> Status {
@@ -202,7 +202,8 @@ Status Pool::load() {
   }));
   for (const auto& [id, rec] : objects_) {
     if (rec.kind != metadb::ObjectKind::kVolume) continue;
-    for (auto& [ci, e] : state_->tree(id)->live) e.maybe_shared = alloc.references(e.pool_chunk) > 1;
+    for (auto& [ci, e] : state_->tree(id)->live)
+      e.maybe_shared = alloc.references(e.pool_chunk) > 1;
   }
   alloc.finish_load(dirty_unreferenced);
   if (!stale.empty()) PXD_RETURN_IF_ERROR(store.write(stale, true));
@@ -246,7 +247,8 @@ ObjectInfo Pool::describe(const metadb::ObjectRecord& rec) {
   } else {
     Tree* tree = state_->tree(rec.id);
     std::lock_guard<std::mutex> lock(tree->mu);
-    for (auto& [gen, snap_id] : tree->snapshots) info.snapshots.push_back(objects_.at(snap_id).name);
+    for (auto& [gen, snap_id] : tree->snapshots)
+      info.snapshots.push_back(objects_.at(snap_id).name);
   }
   if (rec.origin != 0) {
     auto it = objects_.find(rec.origin);
@@ -260,7 +262,8 @@ ObjectInfo Pool::describe(const metadb::ObjectRecord& rec) {
 Result<ObjectInfo> Pool::create_volume(const VolumeSpec& spec) {
   PXD_RETURN_IF_ERROR(check_name(spec.name));
   if (spec.block_size != 4096 && spec.block_size != 512)
-    return invalid_argument("block size " + std::to_string(spec.block_size) + " must be 4096 or 512");
+    return invalid_argument("block size " + std::to_string(spec.block_size) +
+                            " must be 4096 or 512");
   if (spec.block_size < state_->direct_io_alignment())
     return unsupported("block size " + std::to_string(spec.block_size) +
                        " is smaller than the pool devices' direct I/O alignment of " +
@@ -350,8 +353,8 @@ Status Pool::finish_change(metadb::MetaBatch batch, const std::vector<uint64_t>&
   return Status::ok();
 }
 
-Result<ObjectInfo> Pool::update_record(
-    const std::string& name, const std::function<Status(metadb::ObjectRecord&)>& change) {
+Result<ObjectInfo> Pool::update_record(const std::string& name,
+                                       const std::function<Status(metadb::ObjectRecord&)>& change) {
   std::lock_guard<std::mutex> lock(control_mu_);
   PXD_TRY(const metadb::ObjectRecord* found, find(name));
   metadb::ObjectRecord rec = *found;
@@ -455,8 +458,8 @@ Result<std::shared_ptr<Volume>> Pool::open_volume(const std::string& name) {
     return std::shared_ptr<Volume>(std::make_shared<SnapshotVolume>(
         *state_, id, rec->size_bytes, rec->block_size, std::move(map), on_close));
   }
-  auto volume = std::make_shared<ThinVolume>(*state_, *tree, id, rec->size_bytes, rec->block_size,
-                                             nullptr);
+  auto volume =
+      std::make_shared<ThinVolume>(*state_, *tree, id, rec->size_bytes, rec->block_size, nullptr);
   ThinVolume* raw = volume.get();
   {
     std::lock_guard<std::mutex> open_lock(open_mu_);

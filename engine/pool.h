@@ -148,20 +148,20 @@ class Pool {
   // chunk index -> pool chunk for what generation `generation` of `tree` sees.
   // REQUIRES: tree.mu held.
   static std::unordered_map<uint64_t, uint64_t> view_of(const Tree& tree, uint32_t generation);
-  Result<ObjectInfo> make_clone(const metadb::ObjectRecord& source, Tree& tree,
-                                uint32_t generation, const std::string& name,
-                                const Labels& labels, const Labels& attributes);
+  Result<ObjectInfo> make_clone(const metadb::ObjectRecord& source, Tree& tree, uint32_t generation,
+                                const std::string& name, const Labels& labels,
+                                const Labels& attributes);
   void account(const metadb::ObjectRecord& rec, ObjectInfo& info);
   Status finish_change(metadb::MetaBatch batch, const std::vector<uint64_t>& freed);
 
   std::unique_ptr<PoolState> state_;
-  std::mutex control_mu_;  // serializes control operations
-  std::map<uint64_t, metadb::ObjectRecord> objects_;   // GUARDED_BY(control_mu_)
-  std::map<std::string, uint64_t> names_;              // GUARDED_BY(control_mu_)
-  uint64_t next_id_ = 1;                               // GUARDED_BY(control_mu_)
+  std::mutex control_mu_;                             // serializes control operations
+  std::map<uint64_t, metadb::ObjectRecord> objects_;  // GUARDED_BY(control_mu_)
+  std::map<std::string, uint64_t> names_;             // GUARDED_BY(control_mu_)
+  uint64_t next_id_ = 1;                              // GUARDED_BY(control_mu_)
 
-  std::mutex open_mu_;  // leaf: handles close from any thread
-  std::unordered_map<uint64_t, uint32_t> opens_;                  // GUARDED_BY(open_mu_)
+  std::mutex open_mu_;                            // leaf: handles close from any thread
+  std::unordered_map<uint64_t, uint32_t> opens_;  // GUARDED_BY(open_mu_)
   std::unordered_map<uint64_t, std::vector<ThinVolume*>> live_handles_;  // GUARDED_BY(open_mu_)
 };
 

@@ -86,8 +86,7 @@ Result<std::unique_ptr<PoolDevice>> PoolDevice::open_fd(const std::string& path,
   return dev;
 }
 
-Result<std::unique_ptr<PoolDevice>> PoolDevice::create(const std::string& path,
-                                                       uint64_t file_size,
+Result<std::unique_ptr<PoolDevice>> PoolDevice::create(const std::string& path, uint64_t file_size,
                                                        DeviceHeader header) {
   if (!is_power_of_two(header.chunk_size) || header.chunk_size < 64 * kKiB)
     return invalid_argument("chunk size must be a power of two of at least 64 KiB");
@@ -98,8 +97,7 @@ Result<std::unique_ptr<PoolDevice>> PoolDevice::create(const std::string& path,
   PXD_TRY(auto dev, open_fd(path, true, file_size));
   uint64_t bytes = 0;
   if (dev->block_device_) {
-    if (::ioctl(dev->fd_, BLKGETSIZE64, &bytes) != 0)
-      return errno_status(errno, "size of " + path);
+    if (::ioctl(dev->fd_, BLKGETSIZE64, &bytes) != 0) return errno_status(errno, "size of " + path);
   } else {
     if (::fstat(dev->fd_, &st) != 0) return errno_status(errno, "stat " + path);
     bytes = static_cast<uint64_t>(st.st_size);
@@ -175,7 +173,8 @@ Status PoolDevice::zero_chunks(uint64_t local_chunk, uint64_t count) {
   uint64_t len = count * header_.chunk_size;
   // Block devices honour PUNCH_HOLE only where the hardware guarantees zeroes after it;
   // ZERO_RANGE then writes zeroes efficiently; plain writes are the last resort.
-  for (int mode : {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE}) {
+  for (int mode :
+       {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE}) {
     if (::fallocate(fd_, mode, static_cast<off_t>(off), static_cast<off_t>(len)) == 0)
       return Status::ok();
     if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENODEV)

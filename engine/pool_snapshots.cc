@@ -24,7 +24,8 @@ Result<ObjectInfo> Pool::create_snapshot(const std::string& volume, const std::s
   std::lock_guard<std::mutex> lock(control_mu_);
   PXD_TRY(const metadb::ObjectRecord* found, find(volume));
   if (found->kind != metadb::ObjectKind::kVolume)
-    return invalid_argument("'" + volume + "' is a snapshot; snapshots of snapshots are made "
+    return invalid_argument("'" + volume +
+                            "' is a snapshot; snapshots of snapshots are made "
                             "by cloning it first");
   if (names_.count(name)) return already_exists("the name '" + name + "' is taken");
   metadb::ObjectRecord vol = *found;

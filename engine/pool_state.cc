@@ -30,8 +30,8 @@ PoolState::~PoolState() {
 }
 
 void PoolState::end_live_entry(Tree& tree, uint64_t chunk_index, uint32_t birth,
-                               uint64_t pool_chunk, uint32_t generation,
-                               metadb::MetaBatch& batch, std::vector<uint64_t>& freed) {
+                               uint64_t pool_chunk, uint32_t generation, metadb::MetaBatch& batch,
+                               std::vector<uint64_t>& freed) {
   metadb::ExtentKey key{tree.id, chunk_index, birth};
   if (tree.snapshot_in(birth, generation)) {
     tree.history[{chunk_index, birth}] = HistoryEntry{pool_chunk, generation};

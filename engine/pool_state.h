@@ -57,8 +57,7 @@ class PoolState {
   // deleted and its reference dropped; chunks left with none are recorded dirty in
   // `batch` and appended to `freed`. REQUIRES: tree.mu held.
   void end_live_entry(Tree& tree, uint64_t chunk_index, uint32_t birth, uint64_t pool_chunk,
-                      uint32_t generation, metadb::MetaBatch& batch,
-                      std::vector<uint64_t>& freed);
+                      uint32_t generation, metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
   // Drops a history entry's reference (its extent deletion is the caller's).
   void drop_reference(uint64_t pool_chunk, metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
 

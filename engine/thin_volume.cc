@@ -19,9 +19,12 @@ constexpr uint32_t kMetaSynced = 1u << 2;     // that sync has been done
 
 int errno_of(const Status& status) {
   switch (status.code()) {
-    case StatusCode::kOk: return 0;
-    case StatusCode::kNoSpace: return -ENOSPC;
-    default: return -EIO;
+    case StatusCode::kOk:
+      return 0;
+    case StatusCode::kNoSpace:
+      return -ENOSPC;
+    default:
+      return -EIO;
   }
 }
 
@@ -32,10 +35,10 @@ struct ThinVolume::Segment {
   enum class Action { kNone, kInPlace, kIntoPending, kAllocate, kCopy, kUnmap };
   Action action = Action::kNone;
   uint64_t chunk_index = 0;
-  uint32_t within = 0;             // offset inside the chunk
+  uint32_t within = 0;  // offset inside the chunk
   uint32_t length = 0;
-  const std::byte* data = nullptr; // write data, or pool zeros
-  uint64_t new_chunk = kNoChunk;   // kAllocate, kCopy
+  const std::byte* data = nullptr;  // write data, or pool zeros
+  uint64_t new_chunk = kNoChunk;    // kAllocate, kCopy
   LiveEntry* entry = nullptr;
 };
 
@@ -65,8 +68,8 @@ void ThinVolume::submit(IoRing& ring, IoRequest* req) {
   uint64_t size = size_bytes();
   bool bad = false;
   if (req->op != IoOp::kFlush) {
-    bad = req->length == 0 || req->offset % block_size_ != 0 ||
-          req->length % block_size_ != 0 || req->offset > size || req->length > size - req->offset;
+    bad = req->length == 0 || req->offset % block_size_ != 0 || req->length % block_size_ != 0 ||
+          req->offset > size || req->length > size - req->offset;
     if ((req->op == IoOp::kRead || req->op == IoOp::kWrite) &&
         (req->buffer == nullptr ||
          reinterpret_cast<uintptr_t>(req->buffer) % pool_.direct_io_alignment() != 0))
@@ -84,8 +87,12 @@ void ThinVolume::submit(IoRing& ring, IoRequest* req) {
     return;
   }
   switch (req->op) {
-    case IoOp::kRead: start_read(req); break;
-    case IoOp::kFlush: start_flush(req); break;
+    case IoOp::kRead:
+      start_read(req);
+      break;
+    case IoOp::kFlush:
+      start_flush(req);
+      break;
     case IoOp::kWrite:
     case IoOp::kDiscard:
     case IoOp::kWriteZeroes:
@@ -268,13 +275,13 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
   std::vector<PendingChange*> to_copy;
   for (Segment& s : segs) {
     switch (s.action) {
-      case Segment::Action::kNone: break;
+      case Segment::Action::kNone:
+        break;
       case Segment::Action::kInPlace: {
         auto loc = pool_.locate(s.entry->pool_chunk);
         ++req->pending;
         ++req->inplace_segments;
-        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0,
-                         req);
+        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         break;
       }
       case Segment::Action::kIntoPending: {
@@ -283,8 +290,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         req->pending += 2;  // the data write, and the commit it waits for
         ++req->inplace_segments;
         p->commit_waiters.push_back(req);
-        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0,
-                         req);
+        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         break;
       }
       case Segment::Action::kAllocate: {
@@ -296,8 +302,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         req->pending += 2;
         ++req->inplace_segments;
         p->commit_waiters.push_back(req);
-        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0,
-                         req);
+        req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         to_commit.push_back(p);
         break;
       }
@@ -480,9 +485,8 @@ void ThinVolume::complete(IoRequest* req) {
         auto it = tree_.inplace_writes.find(req->generation);
         if (--it->second == 0) tree_.inplace_writes.erase(it);
       }
-      if (tree_.drain_waiters &&
-          (tree_.inplace_writes.empty() ||
-           tree_.inplace_writes.begin()->first >= tree_.generation)) {
+      if (tree_.drain_waiters && (tree_.inplace_writes.empty() ||
+                                  tree_.inplace_writes.begin()->first >= tree_.generation)) {
         drained = tree_.drain_waiters;
         tree_.drain_waiters = nullptr;
       }
@@ -500,5 +504,7 @@ void ThinVolume::complete(IoRequest* req) {
 }  // namespace pxd
 
 namespace pxd {
-void PendingChange::on_complete(int result) { volume->copy_step(this, result); }
+void PendingChange::on_complete(int result) {
+  volume->copy_step(this, result);
+}
 }  // namespace pxd

@@ -27,8 +27,8 @@ namespace pxd {
 class ThinVolume final : public Volume {
  public:
   // `on_close` runs when the handle is destroyed (the Pool counts open handles).
-  ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes,
-             uint32_t block_size, std::function<void()> on_close);
+  ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes, uint32_t block_size,
+             std::function<void()> on_close);
   ~ThinVolume() override;
 
   uint64_t id() const override { return id_; }

@@ -74,12 +74,21 @@ struct Tree {
     req->next_waiter = nullptr;
     req->active_prev = active_tail;
     req->active_next = nullptr;
-    if (active_tail) active_tail->active_next = req; else active_head = req;
+    if (active_tail)
+      active_tail->active_next = req;
+    else
+      active_head = req;
     active_tail = req;
   }
   void untrack(IoRequest* req) {
-    if (req->active_prev) req->active_prev->active_next = req->active_next; else active_head = req->active_next;
-    if (req->active_next) req->active_next->active_prev = req->active_prev; else active_tail = req->active_prev;
+    if (req->active_prev)
+      req->active_prev->active_next = req->active_next;
+    else
+      active_head = req->active_next;
+    if (req->active_next)
+      req->active_next->active_prev = req->active_prev;
+    else
+      active_tail = req->active_prev;
     req->active_prev = req->active_next = nullptr;
   }
 };

@@ -82,9 +82,9 @@ TEST_CASE("discard and write-zeroes read as zeros and give whole chunks back") {
   SyncIo io;
   REQUIRE(io.write_fill(*v, 0, 4 * kChunk, 0x5A) == 0);
   CHECK(pool->usage().used_bytes == 4 * kChunk);
-  CHECK(io.discard(*v, 0, kChunk) == 0);                  // whole chunk
-  CHECK(io.write_zeroes(*v, kChunk, 2 * kChunk) == 0);     // two whole chunks
-  CHECK(io.discard(*v, 3 * kChunk + 4096, 8192) == 0);    // inside a chunk
+  CHECK(io.discard(*v, 0, kChunk) == 0);                // whole chunk
+  CHECK(io.write_zeroes(*v, kChunk, 2 * kChunk) == 0);  // two whole chunks
+  CHECK(io.discard(*v, 3 * kChunk + 4096, 8192) == 0);  // inside a chunk
   CHECK(pool->usage().used_bytes == kChunk);
   auto data = io.read(*v, 0, 4 * kChunk);
   CHECK(all_bytes({data.begin(), data.begin() + 3 * kChunk}, 0));

@@ -15,7 +15,7 @@ TEST_CASE("a snapshot keeps the content of its moment") {
   auto v = f.open("v");
   REQUIRE(f.io.write_fill(*v, 0, 2 * kTestChunk, 0xA1) == 0);
   f.snapshot("v", "s1");
-  REQUIRE(f.io.write_fill(*v, 4096, 4096, 0xB2) == 0);   // copy-on-write of chunk 0
+  REQUIRE(f.io.write_fill(*v, 4096, 4096, 0xB2) == 0);     // copy-on-write of chunk 0
   REQUIRE(f.io.discard(*v, kTestChunk, kTestChunk) == 0);  // chunk 1 leaves the volume only
   auto s = f.open("s1");
   CHECK(s->read_only());
@@ -37,7 +37,7 @@ TEST_CASE("deleting a snapshot frees only what nothing else references") {
   auto v = f.open("v");
   REQUIRE(f.io.write_fill(*v, 0, 4 * kTestChunk, 1) == 0);
   f.snapshot("v", "s1");
-  REQUIRE(f.io.write_fill(*v, 0, kTestChunk, 2) == 0);           // s1 alone keeps chunk 0 v1
+  REQUIRE(f.io.write_fill(*v, 0, kTestChunk, 2) == 0);  // s1 alone keeps chunk 0 v1
   f.snapshot("v", "s2");
   REQUIRE(f.io.write_fill(*v, kTestChunk, kTestChunk, 3) == 0);  // s1+s2 share chunk 1 v1
   CHECK(f.used() == 6 * kTestChunk);

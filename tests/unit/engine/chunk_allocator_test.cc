@@ -1,0 +1,82 @@
+#include "engine/chunk_allocator.h"
+
+#include <doctest/doctest.h>
+
+#include <set>
+
+namespace pxd {
+namespace {
+
+TEST_CASE("chunks are numbered pool-wide across devices") {
+  ChunkAllocator a({10, 5});
+  CHECK(a.capacity_chunks() == 15);
+  CHECK(a.locate(0) == std::pair<uint32_t, uint64_t>{0, 0});
+  CHECK(a.locate(9) == std::pair<uint32_t, uint64_t>{0, 9});
+  CHECK(a.locate(10) == std::pair<uint32_t, uint64_t>{1, 0});
+  CHECK(a.locate(14) == std::pair<uint32_t, uint64_t>{1, 4});
+}
+
+TEST_CASE("allocation comes only from the reserve") {
+  ChunkAllocator a({8});
+  a.finish_load({});
+  CHECK(a.usage().free == 8);
+  uint64_t c = kNoChunk;
+  bool woke = false;
+  CHECK(a.allocate(&c, [&] { woke = true; }) == ChunkAllocator::AllocStatus::kWait);
+  REQUIRE(a.wants_refill());
+  auto taken = a.take_for_reserve();
+  CHECK(taken.size() == 8);  // the batch is larger than the pool
+  a.add_to_reserve(taken);
+  a.finish_refill();
+  CHECK(woke);
+  std::set<uint64_t> got;
+  for (int i = 0; i < 8; ++i) {
+    REQUIRE(a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kOk);
+    got.insert(c);
+  }
+  CHECK(got.size() == 8);
+  CHECK(*got.begin() == 0);
+  CHECK(a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kNoSpace);
+  auto u = a.usage();
+  CHECK(u.referenced == 8);
+  CHECK(u.free == 0);
+}
+
+TEST_CASE("references, drops and reclaim keep the counts exact") {
+  ChunkAllocator a({4});
+  CHECK(a.load_reference(1));
+  CHECK(a.load_reference(1));
+  CHECK(a.load_reference(2));
+  CHECK_FALSE(a.load_reference(4));  // beyond the pool
+  a.finish_load({3});                // 3 is dirty and unreferenced: reclaiming
+  auto u = a.usage();
+  CHECK(u.referenced == 2);
+  CHECK(u.free == 1);
+  CHECK(u.reclaiming == 1);
+  CHECK(a.drop_reference(1) == 1);
+  CHECK(a.drop_reference(1) == 0);
+  CHECK(a.usage().reclaiming == 2);
+  a.finish_reclaim({1, 3});
+  u = a.usage();
+  CHECK(u.referenced == 1);
+  CHECK(u.free == 3);
+  CHECK(u.reclaiming == 0);
+  CHECK(u.referenced + u.free + u.reclaiming == u.capacity);
+}
+
+TEST_CASE("an unused allocation goes back to the reserve") {
+  ChunkAllocator a({2});
+  a.finish_load({});
+  REQUIRE(a.wants_refill());
+  a.add_to_reserve(a.take_for_reserve());
+  a.finish_refill();
+  uint64_t c;
+  REQUIRE(a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kOk);
+  CHECK(a.references(c) == 1);
+  a.unallocate(c);
+  CHECK(a.references(c) == 0);
+  CHECK(a.usage().free == 2);
+}
+
+}  // namespace
+}  // namespace pxd

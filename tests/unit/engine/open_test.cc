@@ -1,0 +1,131 @@
+// Opening a pool whose metadata or devices are damaged fails, names the problem, and
+// changes nothing.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "tests/support/pool_fixture.h"
+
+namespace pxd {
+namespace {
+
+using testing::kTestChunk;
+using testing::PoolFixture;
+
+// Every record of the store, in order, as text: to check a failed open changed nothing.
+std::string dump(const std::string& meta_dir) {
+  auto store = metadb::MetaStore::open(meta_dir);
+  REQUIRE_MESSAGE(store.has_value(), store.error().to_string());
+  std::string out = "next " + std::to_string(store.value()->next_id()) + "\n";
+  (void)store.value()->for_each_object([&](metadb::ObjectRecord&& r) {
+    out += "object " + std::to_string(r.id) + " " + r.name + " gen " +
+           std::to_string(r.generation) + "\n";
+    return Status::ok();
+  });
+  (void)store.value()->for_each_extent(
+      [&](const metadb::ExtentKey& k, const metadb::ExtentValue& v) {
+        out += "extent " + std::to_string(k.tree) + "/" + std::to_string(k.chunk_index) + "/" +
+               std::to_string(k.birth) + " -> " + std::to_string(v.pool_chunk) + " " +
+               std::to_string(v.death) + "\n";
+        return Status::ok();
+      });
+  (void)store.value()->for_each_dirty([&](uint64_t c) {
+    out += "dirty " + std::to_string(c) + "\n";
+    return Status::ok();
+  });
+  return out;
+}
+
+void inject(const std::string& meta_dir, const std::function<void(metadb::MetaBatch&)>& fill) {
+  auto store = metadb::MetaStore::open(meta_dir);
+  REQUIRE(store.has_value());
+  metadb::MetaBatch batch;
+  fill(batch);
+  REQUIRE(store.value()->write(batch, true).is_ok());
+}
+
+struct ClosedPool {
+  ClosedPool() {
+    f.create("v", 1 * kMiB);
+    auto v = f.open("v");
+    REQUIRE(f.io.write_fill(*v, 0, kTestChunk, 1) == 0);
+    v.reset();
+    f.snapshot("v", "s");
+    f.pool.reset();
+  }
+  std::string meta() { return f.dir / "meta"; }
+  PoolFixture f;
+};
+
+void expect_refused(const std::string& meta_dir, StatusCode code, const std::string& words) {
+  std::string before = dump(meta_dir);
+  auto r = Pool::open(meta_dir);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == code);
+  CHECK_MESSAGE(r.error().message().find(words) != std::string::npos, r.error().message());
+  CHECK(dump(meta_dir) == before);
+}
+
+TEST_CASE("an extent beyond the pool is corruption") {
+  ClosedPool p;
+  inject(p.meta(), [](metadb::MetaBatch& b) {
+    b.put_extent({1, 3, 1}, {1u << 30, metadb::kLiveGeneration});
+  });
+  expect_refused(p.meta(), StatusCode::kCorruption, "beyond the pool");
+}
+
+TEST_CASE("an extent of no volume is corruption") {
+  ClosedPool p;
+  inject(p.meta(), [](metadb::MetaBatch& b) {
+    b.put_extent({77, 0, 1}, {0, metadb::kLiveGeneration});
+  });
+  expect_refused(p.meta(), StatusCode::kCorruption, "tree 77");
+}
+
+TEST_CASE("two live entries for one chunk, or generations out of order, are corruption") {
+  ClosedPool p;
+  inject(p.meta(), [](metadb::MetaBatch& b) {
+    b.put_extent({1, 0, 2}, {5, metadb::kLiveGeneration});
+  });
+  expect_refused(p.meta(), StatusCode::kCorruption, "second live entry");
+  ClosedPool q;
+  inject(q.meta(), [](metadb::MetaBatch& b) {
+    b.put_extent({1, 9, 50}, {5, metadb::kLiveGeneration});
+  });
+  expect_refused(q.meta(), StatusCode::kCorruption, "out of order");
+}
+
+TEST_CASE("a snapshot of a missing volume is corruption") {
+  ClosedPool p;
+  inject(p.meta(), [](metadb::MetaBatch& b) {
+    metadb::ObjectRecord r;
+    r.id = 3;
+    r.kind = metadb::ObjectKind::kSnapshot;
+    r.name = "orphan";
+    r.size_bytes = kMiB;
+    r.tree = 42;
+    r.generation = 1;
+    b.put_object(r);
+    b.put_next_id(4);
+  });
+  expect_refused(p.meta(), StatusCode::kCorruption, "orphan");
+}
+
+TEST_CASE("a missing device is named") {
+  ClosedPool p;
+  std::filesystem::rename(p.f.dir / "pool0.img", p.f.dir / "moved.img");
+  expect_refused(p.meta(), StatusCode::kNotFound, "pool0.img");
+  std::filesystem::rename(p.f.dir / "moved.img", p.f.dir / "pool0.img");
+  auto ok = Pool::open(p.meta());
+  CHECK_MESSAGE(ok.has_value(), ok.error().to_string());
+}
+
+TEST_CASE("a second open of an open pool is refused") {
+  PoolFixture f;
+  auto r = Pool::open(f.dir / "meta");
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == StatusCode::kBusy);
+}
+
+}  // namespace
+}  // namespace pxd
