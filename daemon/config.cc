@@ -1,0 +1,133 @@
+#include "daemon/config.h"
+
+#include <sys/stat.h>
+#include <toml++/toml.h>
+
+#include "common/units.h"
+
+namespace pxd::daemon {
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = {
+      {"data_dir", "string", "state and the default pool (default /var/lib/pxd)"},
+      {"control_socket", "string", "control API socket (default /run/pxd/pxd.sock)"},
+      {"pools", "array of strings",
+       "pool devices, each \"PATH\" or \"PATH:SIZE\" (default: one "
+       "sparse file in data_dir sized from free space)"},
+      {"node_name", "string", "this node's name (default: the host name)"},
+      {"labels", "table of strings", "node labels, e.g. { zone = \"a\", rack = \"r1\" }"},
+      {"log_level", "string", "debug, info, warn or error (default info)"},
+      {"chunk_size", "size string", "allocation chunk of a new pool, e.g. \"1M\" (default 1M)"},
+      {"shutdown_timeout_seconds", "integer", "how long SIGTERM waits for in-flight work (30)"},
+  };
+  return keys;
+}
+
+Result<PoolDeviceSetting> parse_pool_setting(const std::string& text) {
+  PoolDeviceSetting s;
+  if (text.empty()) return invalid_argument("pool device is empty");
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    s.path = text;
+  } else {
+    s.path = text.substr(0, colon);
+    PXD_TRY(s.size_bytes, parse_size(text.substr(colon + 1), kGiB));
+    if (s.size_bytes == 0) return invalid_argument("pool device '" + text + "' has size zero");
+  }
+  if (s.path.empty() || s.path[0] != '/')
+    return invalid_argument("pool device '" + text + "' must be an absolute path");
+  return s;
+}
+
+Status parse_label(const std::string& text, std::map<std::string, std::string>* labels) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    return invalid_argument("label '" + text + "' is not of the form key=value");
+  (*labels)[text.substr(0, eq)] = text.substr(eq + 1);
+  return Status::ok();
+}
+
+namespace {
+
+Status expect_string(const toml::node& node, const std::string& key, std::string* out) {
+  auto v = node.value<std::string>();
+  if (!v) return invalid_argument("config key '" + key + "' must be a string");
+  *out = *v;
+  return Status::ok();
+}
+
+}  // namespace
+
+Status load_config_file(Config* config) {
+  struct stat st;
+  if (::stat(config->config_path.c_str(), &st) != 0) {
+    if (config->config_path_given)
+      return not_found("config file " + config->config_path + " does not exist");
+    return Status::ok();
+  }
+  toml::table table;
+  try {
+    table = toml::parse_file(config->config_path);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    return invalid_argument("config file " + config->config_path + " line " +
+                            std::to_string(where.line) + ": " + std::string(e.description()));
+  }
+  auto where = [&](const std::string& key) { return config->config_path + ": " + key; };
+  for (auto&& [k, node] : table) {
+    std::string key(k.str());
+    if (key == "data_dir") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->data_dir));
+    } else if (key == "control_socket") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->control_socket));
+    } else if (key == "node_name") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->node_name));
+    } else if (key == "pools") {
+      const toml::array* arr = node.as_array();
+      if (!arr)
+        return invalid_argument("config key '" + where(key) + "' must be an array of strings");
+      config->pools.clear();
+      for (auto& item : *arr) {
+        auto text = item.value<std::string>();
+        if (!text)
+          return invalid_argument("config key '" + where(key) + "' must be an array of strings");
+        PXD_TRY(auto setting, parse_pool_setting(*text));
+        config->pools.push_back(setting);
+      }
+    } else if (key == "labels") {
+      const toml::table* labels = node.as_table();
+      if (!labels) return invalid_argument("config key '" + where(key) + "' must be a table");
+      for (auto&& [lk, lv] : *labels) {
+        auto text = lv.value<std::string>();
+        if (!text)
+          return invalid_argument("config key '" + where(key) + "." + std::string(lk.str()) +
+                                  "' must be a string");
+        config->labels[std::string(lk.str())] = *text;
+      }
+    } else if (key == "log_level") {
+      std::string text;
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &text));
+      if (!log::parse_level(text, &config->log_level))
+        return invalid_argument("config key '" + where(key) + "': '" + text +
+                                "' is not one of debug, info, warn, error");
+    } else if (key == "chunk_size") {
+      std::string text;
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &text));
+      PXD_TRY(uint64_t bytes, parse_size(text, 1));
+      if (bytes > UINT32_MAX)
+        return invalid_argument("config key '" + where(key) + "' is too large");
+      config->chunk_size = static_cast<uint32_t>(bytes);
+    } else if (key == "shutdown_timeout_seconds") {
+      auto v = node.value<int64_t>();
+      if (!v || *v < 1 || *v > 3600)
+        return invalid_argument("config key '" + where(key) +
+                                "' must be an integer from 1 to 3600");
+      config->shutdown_timeout_seconds = static_cast<uint32_t>(*v);
+    } else {
+      return invalid_argument("unknown config key '" + where(key) + "'");
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace pxd::daemon

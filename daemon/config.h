@@ -1,0 +1,55 @@
+// daemon/config.h: pxd's settings, from the TOML config file and the command line.
+//
+// Every setting is a command-line option and a key of /etc/pxd/pxd.conf (a missing file
+// means defaults; `--config` names another). Command-line options win over the file. An
+// unknown key, a value of the wrong type or a bad value is an error naming the key.
+//
+// Thread safety: a value type.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/log.h"
+#include "common/status.h"
+
+namespace pxd::daemon {
+
+struct PoolDeviceSetting {
+  std::string path;
+  uint64_t size_bytes = 0;  // 0: an existing file or device, used whole
+};
+
+struct Config {
+  std::string config_path = "/etc/pxd/pxd.conf";
+  bool config_path_given = false;  // a missing file named explicitly is an error
+  std::string data_dir = "/var/lib/pxd";
+  std::string control_socket = "/run/pxd/pxd.sock";
+  std::vector<PoolDeviceSetting> pools;  // empty: one sparse file in data_dir
+  std::string node_name;                 // empty: the host name
+  std::map<std::string, std::string> labels;
+  log::Level log_level = log::Level::kInfo;
+  uint32_t chunk_size = 0;  // 0: the engine's default (only used at pool creation)
+  uint32_t shutdown_timeout_seconds = 30;
+};
+
+// Parses "PATH" or "PATH:SIZE" (SIZE with units, e.g. 100G).
+Result<PoolDeviceSetting> parse_pool_setting(const std::string& text);
+// Parses "key=value".
+Status parse_label(const std::string& text, std::map<std::string, std::string>* labels);
+
+// Reads `config.config_path` into `config` (keys override defaults). A missing file is
+// fine unless config_path_given.
+Status load_config_file(Config* config);
+
+// The documented keys, for --help and tests: name, type, description.
+struct ConfigKey {
+  const char* name;
+  const char* type;
+  const char* help;
+};
+const std::vector<ConfigKey>& config_keys();
+
+}  // namespace pxd::daemon

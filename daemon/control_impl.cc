@@ -1,0 +1,185 @@
+#include "daemon/control_impl.h"
+
+#include "daemon/version.h"
+
+namespace pxd::daemon {
+namespace {
+
+template <class Results>
+void answer(Results results, const Status& status) {
+  set_status(results.initStatus(), status);
+}
+
+template <class ListBuilder>
+void fill_volumes(ListBuilder list, const std::vector<VolumeView>& views) {
+  for (unsigned i = 0; i < views.size(); ++i) set_volume(list[i], views[i]);
+}
+
+}  // namespace
+
+kj::Promise<void> ControlImpl::hello(HelloContext context) {
+  if (refuse(context)) return kj::READY_NOW;
+  auto results = context.getResults();
+  answer(results, Status::ok());
+  results.setApiVersion(proto::API_VERSION);
+  results.setVersion(kVersion);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> ControlImpl::status(StatusContext context) {
+  return call(
+      context, [node = &node_]() -> Result<NodeView> { return node->status(); },
+      [](auto results, NodeView& n) {
+        auto out = results.initNode();
+        out.setNodeName(n.node_name);
+        out.setVersion(kVersion);
+        out.setApiVersion(proto::API_VERSION);
+        init_labels([&](unsigned k) { return out.initLabels(k); }, n.labels);
+        out.setUptimeSeconds(n.uptime_seconds);
+        out.setDataDir(n.data_dir);
+        out.setCluster("none (single node)");
+        out.setFrontend("none (attach arrives with the NBD and ublk frontends)");
+        auto pools = out.initPools(static_cast<unsigned>(n.pools.size()));
+        for (unsigned i = 0; i < n.pools.size(); ++i) set_pool(pools[i], n.pools[i]);
+        out.setVolumes(n.volumes);
+        out.setSnapshots(n.snapshots);
+      });
+}
+
+kj::Promise<void> ControlImpl::listPools(ListPoolsContext context) {
+  return call(
+      context, [node = &node_]() -> Result<NodeView> { return node->status(); },
+      [](auto results, NodeView& n) {
+        auto pools = results.initPools(static_cast<unsigned>(n.pools.size()));
+        for (unsigned i = 0; i < n.pools.size(); ++i) set_pool(pools[i], n.pools[i]);
+      });
+}
+
+kj::Promise<void> ControlImpl::createVolume(CreateVolumeContext context) {
+  if (refuse(context)) return kj::READY_NOW;
+  auto request = create_request_from(context.getParams().getSpec());
+  if (request.has_error()) {
+    answer(context.getResults(), request.error());
+    return kj::READY_NOW;
+  }
+  return call(
+      context, [node = &node_, r = std::move(request).value()] { return node->create_volume(r); },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+kj::Promise<void> ControlImpl::listVolumes(ListVolumesContext context) {
+  if (refuse(context)) return kj::READY_NOW;
+  auto params = context.getParams();
+  auto selector = labels_from(params.getSelector());
+  if (selector.has_error()) {
+    answer(context.getResults(), selector.error());
+    return kj::READY_NOW;
+  }
+  return call(
+      context,
+      [node = &node_, s = std::move(selector).value(), all = params.getIncludeSnapshots()] {
+        return node->list(s, all);
+      },
+      [](auto results, std::vector<VolumeView>& views) {
+        fill_volumes(results.initVolumes(static_cast<unsigned>(views.size())), views);
+      });
+}
+
+kj::Promise<void> ControlImpl::inspectVolume(InspectVolumeContext context) {
+  return call(
+      context,
+      [node = &node_, name = std::string(context.getParams().getName())] {
+        return node->inspect(name);
+      },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+kj::Promise<void> ControlImpl::updateVolume(UpdateVolumeContext context) {
+  if (refuse(context)) return kj::READY_NOW;
+  auto params = context.getParams();
+  auto labels = labels_from(params.getLabels());
+  if (labels.has_error()) {
+    answer(context.getResults(), labels.error());
+    return kj::READY_NOW;
+  }
+  return call(
+      context,
+      [node = &node_, name = std::string(params.getName()), size = params.getSizeBytes(),
+       set = params.getSetLabels(),
+       l = std::move(labels).value()] { return node->update(name, size, set ? &l : nullptr); },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+kj::Promise<void> ControlImpl::deleteVolume(DeleteVolumeContext context) {
+  auto params = context.getParams();
+  return call(
+      context,
+      [node = &node_, name = std::string(params.getName()),
+       force = params.getForce()]() -> Result<bool> {
+        PXD_RETURN_IF_ERROR(node->delete_volume(name, force));
+        return true;
+      },
+      [](auto, bool) {});
+}
+
+kj::Promise<void> ControlImpl::createSnapshot(CreateSnapshotContext context) {
+  if (refuse(context)) return kj::READY_NOW;
+  auto params = context.getParams();
+  auto labels = labels_from(params.getLabels());
+  if (labels.has_error()) {
+    answer(context.getResults(), labels.error());
+    return kj::READY_NOW;
+  }
+  return call(
+      context,
+      [node = &node_, vol = std::string(params.getVolume()), name = std::string(params.getName()),
+       l = std::move(labels).value()] { return node->create_snapshot(vol, name, l); },
+      [](auto results, VolumeView& v) { set_volume(results.initSnapshot(), v); });
+}
+
+kj::Promise<void> ControlImpl::listSnapshots(ListSnapshotsContext context) {
+  return call(
+      context,
+      [node = &node_, vol = std::string(context.getParams().getVolume())] {
+        return node->list_snapshots(vol);
+      },
+      [](auto results, std::vector<VolumeView>& views) {
+        fill_volumes(results.initSnapshots(static_cast<unsigned>(views.size())), views);
+      });
+}
+
+kj::Promise<void> ControlImpl::deleteSnapshot(DeleteSnapshotContext context) {
+  return call(
+      context,
+      [node = &node_, name = std::string(context.getParams().getName())]() -> Result<bool> {
+        PXD_RETURN_IF_ERROR(node->delete_snapshot(name));
+        return true;
+      },
+      [](auto, bool) {});
+}
+
+kj::Promise<void> ControlImpl::clone(CloneContext context) {
+  if (refuse(context)) return kj::READY_NOW;
+  auto params = context.getParams();
+  auto labels = labels_from(params.getLabels());
+  if (labels.has_error()) {
+    answer(context.getResults(), labels.error());
+    return kj::READY_NOW;
+  }
+  return call(
+      context,
+      [node = &node_, src = std::string(params.getSource()), name = std::string(params.getName()),
+       l = std::move(labels).value()] { return node->clone(src, name, l); },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+kj::Promise<void> ControlImpl::restore(RestoreContext context) {
+  auto params = context.getParams();
+  return call(
+      context,
+      [node = &node_, vol = std::string(params.getVolume()),
+       snap = std::string(params.getSnapshot())] { return node->restore(vol, snap); },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+}  // namespace pxd::daemon

@@ -1,0 +1,237 @@
+#include "daemon/node.h"
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "common/log.h"
+#include "common/units.h"
+
+namespace pxd::daemon {
+namespace {
+
+constexpr const char* kFsAttr = "fs";
+constexpr const char* kReplicasAttr = "replicas";
+
+Status check_fs(const std::string& fs) {
+  if (fs == "ext4" || fs == "xfs" || fs == "none") return Status::ok();
+  return invalid_argument("filesystem '" + fs + "' is not one of ext4, xfs, none");
+}
+
+bool matches(const Labels& labels, const Labels& selector) {
+  for (const auto& [k, v] : selector) {
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<uint64_t> default_pool_size(const std::string& dir) {
+  struct statvfs st;
+  if (::statvfs(dir.c_str(), &st) != 0) return errno_status(errno, "statvfs " + dir);
+  uint64_t free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  uint64_t size = std::min<uint64_t>(free_bytes / 10 * 8, kTiB);
+  size = align_down(size, kGiB);
+  if (size < kGiB)
+    return no_space("only " + format_size(free_bytes) + " free under " + dir +
+                    "; the default pool needs at least 1.25 GiB free (or give --pool)");
+  return size;
+}
+
+Node::Node(Config config, std::unique_ptr<Pool> pool)
+    : config_(std::move(config)),
+      pool_(std::move(pool)),
+      started_(std::chrono::steady_clock::now()) {}
+
+Result<std::unique_ptr<Node>> Node::start(const Config& config) {
+  if (::mkdir(config.data_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return errno_status(errno, "create data directory " + config.data_dir);
+  std::string meta = config.data_dir + "/meta";
+  struct stat st;
+  std::unique_ptr<Pool> pool;
+  if (::stat((meta + "/CURRENT").c_str(), &st) == 0) {
+    PXD_TRY(pool, Pool::open(meta));
+    if (!config.pools.empty()) {
+      std::vector<std::string> have = pool->usage().devices;
+      std::vector<std::string> want;
+      for (const auto& p : config.pools) want.push_back(p.path);
+      if (have != want) {
+        std::string h, w;
+        for (auto& s : have) h += (h.empty() ? "" : ", ") + s;
+        for (auto& s : want) w += (w.empty() ? "" : ", ") + s;
+        return failed_precondition("the pool in " + config.data_dir + " has devices [" + h +
+                                   "] but the configuration names [" + w + "]");
+      }
+    }
+    PXD_LOG(kInfo) << "opened pool in " << config.data_dir;
+  } else {
+    PoolOptions options;
+    if (config.chunk_size != 0) options.chunk_size = config.chunk_size;
+    if (config.pools.empty()) {
+      PXD_TRY(uint64_t size, default_pool_size(config.data_dir));
+      options.devices.push_back({config.data_dir + "/" + default_pool_file(), size});
+    } else {
+      for (const auto& p : config.pools) options.devices.push_back({p.path, p.size_bytes});
+    }
+    PXD_TRY(pool, Pool::create(meta, options));
+    PoolUsage u = pool->usage();
+    PXD_LOG(kInfo) << "created pool " << u.uuid << " in " << config.data_dir << ": "
+                   << format_size(u.capacity_bytes) << " in " << u.devices.size()
+                   << " device(s), chunk " << format_size(u.chunk_size);
+  }
+  return std::unique_ptr<Node>(new Node(config, std::move(pool)));
+}
+
+VolumeView Node::view(const ObjectInfo& info) {
+  VolumeView v;
+  v.info = info;
+  auto fs = info.attributes.find(kFsAttr);
+  v.fs = fs == info.attributes.end() ? "ext4" : fs->second;
+  auto repl = info.attributes.find(kReplicasAttr);
+  v.replicas = repl == info.attributes.end() ? 1 : static_cast<uint32_t>(std::stoul(repl->second));
+  v.parent = info.is_snapshot ? info.volume : info.origin;
+  return v;
+}
+
+NodeView Node::status() {
+  NodeView n;
+  n.node_name = config_.node_name;
+  n.labels = config_.labels;
+  n.data_dir = config_.data_dir;
+  n.uptime_seconds = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+          .count());
+  PoolUsage u = pool_->usage();
+  n.volumes = u.volumes;
+  n.snapshots = u.snapshots;
+  n.pools.push_back(std::move(u));
+  return n;
+}
+
+Result<VolumeView> Node::create_volume(const CreateRequest& r) {
+  PXD_RETURN_IF_ERROR(check_name(r.name));
+  PXD_RETURN_IF_ERROR(check_fs(r.fs));
+  if (r.replicas == 0 || r.replicas > 3)
+    return invalid_argument("replica count " + std::to_string(r.replicas) + " must be 1 to 3");
+  if (r.replicas > 1)
+    return unsupported("--repl " + std::to_string(r.replicas) +
+                       " needs a cluster; this node runs without one (single node), so "
+                       "volumes have one replica");
+  auto existing = pool_->inspect(r.name);
+  if (existing.has_value()) {
+    VolumeView v = view(existing.value());
+    std::string diff;
+    auto differ = [&](const std::string& what, const std::string& have, const std::string& want) {
+      if (have != want) diff += (diff.empty() ? "" : ", ") + what + " is " + have + ", not " + want;
+    };
+    if (v.info.is_snapshot) return already_exists("'" + r.name + "' is the name of a snapshot");
+    differ("size", format_size(v.info.size_bytes), format_size(r.size_bytes));
+    differ("block size", std::to_string(v.info.block_size), std::to_string(r.block_size));
+    differ("filesystem", v.fs, r.fs);
+    differ("replicas", std::to_string(v.replicas), std::to_string(r.replicas));
+    if (v.info.labels != r.labels) diff += std::string(diff.empty() ? "" : ", ") + "labels differ";
+    if (!diff.empty())
+      return already_exists("volume '" + r.name + "' exists with a different spec: " + diff);
+    return v;
+  }
+  if (existing.error().code() != StatusCode::kNotFound) return existing.error();
+  VolumeSpec spec;
+  spec.name = r.name;
+  spec.size_bytes = r.size_bytes;
+  spec.block_size = r.block_size;
+  spec.labels = r.labels;
+  spec.attributes[kFsAttr] = r.fs;
+  spec.attributes[kReplicasAttr] = std::to_string(r.replicas);
+  PXD_TRY(ObjectInfo info, pool_->create_volume(spec));
+  PXD_LOG(kInfo) << "created volume " << info.name << " (" << format_size(info.size_bytes) << ")";
+  return view(info);
+}
+
+Result<std::vector<VolumeView>> Node::list(const Labels& selector, bool include_snapshots) {
+  std::vector<VolumeView> out;
+  for (const ObjectInfo& info : pool_->list()) {
+    if (info.is_snapshot && !include_snapshots) continue;
+    if (matches(info.labels, selector)) out.push_back(view(info));
+  }
+  return out;
+}
+
+Result<VolumeView> Node::inspect(const std::string& name) {
+  PXD_TRY(ObjectInfo info, pool_->inspect(name));
+  return view(info);
+}
+
+Result<VolumeView> Node::update(const std::string& name, uint64_t size_bytes,
+                                const Labels* labels) {
+  PXD_TRY(ObjectInfo info, pool_->inspect(name));
+  if (size_bytes == 0 && labels == nullptr)
+    return invalid_argument("nothing to update: give a new size or labels");
+  if (size_bytes != 0 && size_bytes != info.size_bytes) {
+    PXD_TRY(info, pool_->resize(name, size_bytes));
+  }
+  if (labels) {
+    PXD_TRY(info, pool_->set_labels(name, *labels));
+  }
+  return view(info);
+}
+
+Status Node::delete_volume(const std::string& name, bool force) {
+  PXD_TRY(ObjectInfo info, pool_->inspect(name));
+  if (info.is_snapshot)
+    return invalid_argument("'" + name + "' is a snapshot; use snapshot delete");
+  if (info.open_handles > 0 && !force)
+    return busy("volume '" + name + "' is attached; detach it first or use --force");
+  PXD_RETURN_IF_ERROR(pool_->remove(name));
+  PXD_LOG(kInfo) << "deleted volume " << name;
+  return Status::ok();
+}
+
+Result<VolumeView> Node::create_snapshot(const std::string& volume, const std::string& name,
+                                         const Labels& labels) {
+  PXD_TRY(ObjectInfo info, pool_->create_snapshot(volume, name, labels));
+  PXD_LOG(kInfo) << "created snapshot " << name << " of " << volume;
+  return view(info);
+}
+
+Result<std::vector<VolumeView>> Node::list_snapshots(const std::string& volume) {
+  if (!volume.empty()) {
+    PXD_TRY(ObjectInfo vol, pool_->inspect(volume));
+    if (vol.is_snapshot) return invalid_argument("'" + volume + "' is a snapshot, not a volume");
+  }
+  std::vector<VolumeView> out;
+  for (const ObjectInfo& info : pool_->list()) {
+    if (info.is_snapshot && (volume.empty() || info.volume == volume)) out.push_back(view(info));
+  }
+  return out;
+}
+
+Status Node::delete_snapshot(const std::string& name) {
+  PXD_TRY(ObjectInfo info, pool_->inspect(name));
+  if (!info.is_snapshot) return invalid_argument("'" + name + "' is a volume, not a snapshot");
+  PXD_RETURN_IF_ERROR(pool_->remove(name));
+  PXD_LOG(kInfo) << "deleted snapshot " << name;
+  return Status::ok();
+}
+
+Result<VolumeView> Node::clone(const std::string& source, const std::string& name,
+                               const Labels& labels) {
+  PXD_TRY(ObjectInfo info, pool_->clone(source, name, labels));
+  PXD_LOG(kInfo) << "cloned " << source << " as " << name;
+  return view(info);
+}
+
+Result<VolumeView> Node::restore(const std::string& volume, const std::string& snapshot) {
+  PXD_RETURN_IF_ERROR(pool_->restore(volume, snapshot));
+  PXD_LOG(kInfo) << "restored " << volume << " to " << snapshot;
+  return inspect(volume);
+}
+
+Status Node::sync() {
+  return pool_->sync();
+}
+
+}  // namespace pxd::daemon

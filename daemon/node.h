@@ -1,0 +1,91 @@
+// daemon/node.h: what one pxd node does for its control API, in engine terms.
+//
+// The Node owns the node's pool and applies the control API's rules on top of the
+// engine: create is idempotent by name, filesystem type and replica count are kept as
+// volume attributes, replication is refused without a cluster, label selectors filter
+// lists. It knows nothing of Cap'n Proto (the ControlServer translates).
+//
+// Thread safety: every method may be called from any thread; the engine serializes
+// control operations.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "daemon/config.h"
+#include "engine/pool.h"
+
+namespace pxd::daemon {
+
+struct CreateRequest {
+  std::string name;
+  uint64_t size_bytes = 0;
+  uint32_t block_size = 4096;
+  std::string fs = "ext4";
+  Labels labels;
+  uint32_t replicas = 1;
+};
+
+// What a client sees of a volume or snapshot.
+struct VolumeView {
+  ObjectInfo info;
+  std::string fs;
+  uint32_t replicas = 1;
+  std::string parent;       // snapshot: its volume; clone: its origin
+  std::string device_path;  // empty while detached
+  std::string state = "detached";
+  std::string pool = "default";
+};
+
+struct NodeView {
+  std::string node_name;
+  Labels labels;
+  std::string data_dir;
+  uint64_t uptime_seconds = 0;
+  std::vector<PoolUsage> pools;
+  uint32_t volumes = 0;
+  uint32_t snapshots = 0;
+};
+
+class Node {
+ public:
+  // Opens the pool under config.data_dir, creating it (and its default sparse file) on
+  // first start. Devices named in the config must match an existing pool's.
+  static Result<std::unique_ptr<Node>> start(const Config& config);
+
+  NodeView status();
+  Result<VolumeView> create_volume(const CreateRequest& request);
+  Result<std::vector<VolumeView>> list(const Labels& selector, bool include_snapshots);
+  Result<VolumeView> inspect(const std::string& name);
+  Result<VolumeView> update(const std::string& name, uint64_t size_bytes, const Labels* labels);
+  Status delete_volume(const std::string& name, bool force);
+  Result<VolumeView> create_snapshot(const std::string& volume, const std::string& name,
+                                     const Labels& labels);
+  Result<std::vector<VolumeView>> list_snapshots(const std::string& volume);
+  Status delete_snapshot(const std::string& name);
+  Result<VolumeView> clone(const std::string& source, const std::string& name,
+                           const Labels& labels);
+  Result<VolumeView> restore(const std::string& volume, const std::string& snapshot);
+  // Makes everything durable (at shutdown).
+  Status sync();
+
+  static const char* default_pool_file() { return "pool0.img"; }
+
+ private:
+  Node(Config config, std::unique_ptr<Pool> pool);
+  VolumeView view(const ObjectInfo& info);
+
+  const Config config_;
+  std::unique_ptr<Pool> pool_;
+  const std::chrono::steady_clock::time_point started_;
+};
+
+// Picks the default pool file size: 80% of the free space under `dir`, capped at 1 TiB,
+// rounded down to a GiB. Fails if that leaves less than 1 GiB.
+Result<uint64_t> default_pool_size(const std::string& dir);
+
+}  // namespace pxd::daemon
