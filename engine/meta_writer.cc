@@ -40,11 +40,15 @@ void MetaWriter::run(std::function<void()> fn) {
   cv_.notify_one();
 }
 
+std::future<Status> MetaWriter::commit_later(metadb::MetaBatch batch, bool sync) {
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  commit(std::move(batch), sync, [promise](const Status& s) { promise->set_value(s); });
+  return future;
+}
+
 Status MetaWriter::commit_and_wait(metadb::MetaBatch batch, bool sync) {
-  std::promise<Status> promise;
-  auto future = promise.get_future();
-  commit(std::move(batch), sync, [&promise](const Status& s) { promise.set_value(s); });
-  return future.get();
+  return commit_later(std::move(batch), sync).get();
 }
 
 Status MetaWriter::sync_and_wait() {

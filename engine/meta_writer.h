@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -44,6 +45,11 @@ class MetaWriter {
   // Writes `batch` at once. REQUIRES: called on the metadata thread (from a run() job), so
   // it is ordered with queued commits. Updates the failure state like a commit.
   Status write_on_thread(metadb::MetaBatch& batch, bool sync);
+
+  // Queues `batch` now and returns a future for its status. Control operations call it
+  // while holding the tree lock, so that their batch is ordered before any I/O commit
+  // that already depends on the in-memory change, and wait after releasing the lock.
+  std::future<Status> commit_later(metadb::MetaBatch batch, bool sync);
 
   // Blocking forms for the control path (never call from a ring thread).
   Status commit_and_wait(metadb::MetaBatch batch, bool sync);

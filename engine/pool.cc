@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <future>
 #include <random>
 
 #include "common/log.h"
@@ -212,6 +213,21 @@ Status Pool::load() {
                    << " chunks an unclean shutdown left allocated but unreferenced";
   }
   PXD_RETURN_IF_ERROR(state_->reclaim_at_open(dirty_unreferenced));
+  // History no snapshot sees (a crash inside a snapshot delete) is garbage: collect it.
+  metadb::MetaBatch unseen;
+  std::vector<uint64_t> freed;
+  for (const auto& [id, rec] : objects_) {
+    if (rec.kind != metadb::ObjectKind::kVolume) continue;
+    Tree* tree = state_->tree(id);
+    std::lock_guard<std::mutex> lock(tree->mu);
+    collect_unseen_history(*tree, unseen, freed);
+  }
+  if (!unseen.empty()) {
+    PXD_LOG(kInfo) << "collecting " << unseen.count() << " extents no snapshot sees any more";
+    PXD_RETURN_IF_ERROR(state_->writer().commit_and_wait(std::move(unseen), true));
+    state_->retire(freed);
+    state_->reclaim_and_wait();
+  }
   state_->request_refill();
   return Status::ok();
 }
@@ -298,50 +314,80 @@ Status Pool::remove(const std::string& name) {
   PXD_TRY(const metadb::ObjectRecord* rec, find(name));
   if (open_count(rec->id) > 0)
     return busy("'" + name + "' is open (attached or exported); close it first");
-  const bool snapshot = rec->kind == metadb::ObjectKind::kSnapshot;
+  if (rec->kind == metadb::ObjectKind::kSnapshot) return remove_snapshot(*rec);
   Tree* tree = state_->tree(rec->tree);
   metadb::MetaBatch batch;
   std::vector<uint64_t> freed;
   {
+    // The volume is closed, so no I/O runs on its tree.
     std::lock_guard<std::mutex> tree_lock(tree->mu);
-    if (snapshot) {
-      // Entries only this snapshot saw die with it.
-      const uint32_t s = rec->generation;
-      tree->snapshots.erase(s);
-      for (auto it = tree->history.begin(); it != tree->history.end();) {
-        auto [ci, birth] = it->first;
-        const HistoryEntry& h = it->second;
-        if (birth <= s && s < h.death && !tree->snapshot_in(birth, h.death)) {
-          batch.delete_extent({tree->id, ci, birth});
-          state_->drop_reference(h.pool_chunk, batch, freed);
-          it = tree->history.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    } else {
-      if (!tree->snapshots.empty())
-        return failed_precondition("volume '" + name + "' has " +
-                                   std::to_string(tree->snapshots.size()) +
-                                   " snapshots; delete them first");
-      for (auto& [ci, e] : tree->live) {
-        batch.delete_extent({tree->id, ci, e.birth});
-        state_->drop_reference(e.pool_chunk, batch, freed);
-      }
-      for (auto& [key, h] : tree->history) {
-        batch.delete_extent({tree->id, key.first, key.second});
-        state_->drop_reference(h.pool_chunk, batch, freed);
-      }
-      tree->live.clear();
-      tree->history.clear();
+    if (!tree->snapshots.empty())
+      return failed_precondition("volume '" + name + "' has " +
+                                 std::to_string(tree->snapshots.size()) +
+                                 " snapshots; delete them first");
+    for (auto& [ci, e] : tree->live) {
+      batch.delete_extent({tree->id, ci, e.birth});
+      state_->drop_reference(e.pool_chunk, batch, freed);
     }
+    for (auto& [key, h] : tree->history) {
+      batch.delete_extent({tree->id, key.first, key.second});
+      state_->drop_reference(h.pool_chunk, batch, freed);
+    }
+    tree->live.clear();
+    tree->history.clear();
   }
   batch.delete_object(rec->id);
   uint64_t id = rec->id;
   names_.erase(rec->name);
   objects_.erase(id);
-  if (!snapshot) state_->remove_tree(id);
+  state_->remove_tree(id);
   return finish_change(std::move(batch), freed);
+}
+
+// A snapshot's record goes first, durably, while the tree still counts the snapshot:
+// until then writes keep copying the chunks it sees, so a crash that brings the snapshot
+// back brings it back intact. Then the tree forgets it and the history entries no
+// snapshot sees any more are deleted. A crash between the two steps leaves such entries
+// behind; open() collects them (collect_unseen_history) so nothing leaks.
+Status Pool::remove_snapshot(const metadb::ObjectRecord& rec) {
+  Tree* tree = state_->tree(rec.tree);
+  const uint64_t id = rec.id;
+  const uint32_t generation = rec.generation;
+  metadb::MetaBatch record;
+  record.delete_object(id);
+  PXD_RETURN_IF_ERROR(state_->writer().commit_and_wait(std::move(record), true));
+  names_.erase(rec.name);
+  objects_.erase(id);
+  metadb::MetaBatch batch;
+  std::vector<uint64_t> freed;
+  std::future<Status> committed;
+  {
+    std::lock_guard<std::mutex> tree_lock(tree->mu);
+    tree->snapshots.erase(generation);
+    collect_unseen_history(*tree, batch, freed);
+    committed = state_->writer().commit_later(std::move(batch), true);
+  }
+  PXD_RETURN_IF_ERROR(committed.get());
+  if (!freed.empty()) {
+    state_->retire(freed);
+    state_->reclaim_and_wait();
+  }
+  return Status::ok();
+}
+
+void Pool::collect_unseen_history(Tree& tree, metadb::MetaBatch& batch,
+                                  std::vector<uint64_t>& freed) {
+  for (auto it = tree.history.begin(); it != tree.history.end();) {
+    auto [ci, birth] = it->first;
+    const HistoryEntry& h = it->second;
+    if (!tree.snapshot_in(birth, h.death)) {
+      batch.delete_extent({tree.id, ci, birth});
+      state_->drop_reference(h.pool_chunk, batch, freed);
+      it = tree.history.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 Status Pool::finish_change(metadb::MetaBatch batch, const std::vector<uint64_t>& freed) {

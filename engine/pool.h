@@ -148,9 +148,12 @@ class Pool {
   // chunk index -> pool chunk for what generation `generation` of `tree` sees.
   // REQUIRES: tree.mu held.
   static std::unordered_map<uint64_t, uint64_t> view_of(const Tree& tree, uint32_t generation);
-  Result<ObjectInfo> make_clone(const metadb::ObjectRecord& source, Tree& tree, uint32_t generation,
+  Result<ObjectInfo> make_clone(const metadb::ObjectRecord& source, Tree& tree,
                                 const std::string& name, const Labels& labels,
                                 const Labels& attributes);
+  Status remove_snapshot(const metadb::ObjectRecord& rec);
+  // Deletes history entries of `tree` that no snapshot sees. REQUIRES: tree.mu held.
+  void collect_unseen_history(Tree& tree, metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
   void account(const metadb::ObjectRecord& rec, ObjectInfo& info);
   Status finish_change(metadb::MetaBatch batch, const std::vector<uint64_t>& freed);
 

@@ -1,6 +1,7 @@
 // Snapshots, clones, restore and space accounting: the parts of Pool that work on a
 // tree's generations. See doc/engine.md for the model.
 #include <ctime>
+#include <future>
 
 #include "engine/pool.h"
 #include "engine/pool_state.h"
@@ -39,20 +40,24 @@ Result<ObjectInfo> Pool::create_snapshot(const std::string& volume, const std::s
   snap.labels = labels;
   snap.created_unix = std::time(nullptr);
   snap.tree = vol.id;
-  metadb::MetaBatch batch;
+  std::future<Status> committed;
   {
     // The live generation becomes the snapshot's; writes from now on carry the next one
-    // and copy any chunk the snapshot sees before changing it.
+    // and copy any chunk the snapshot sees before changing it. The batch is queued under
+    // the tree lock: every I/O commit that relies on the new generation (an extent born
+    // at g + 1) is queued after it, so no crash can keep such an extent without it.
     std::lock_guard<std::mutex> tree_lock(tree->mu);
     snap.generation = tree->generation;
     vol.generation = tree->generation + 1;
     tree->generation = vol.generation;
     tree->snapshots[snap.generation] = snap.id;
+    metadb::MetaBatch batch;
+    batch.put_object(snap);
+    batch.put_object(vol);
+    batch.put_next_id(next_id_ + 1);
+    committed = state_->writer().commit_later(std::move(batch), true);
   }
-  batch.put_object(snap);
-  batch.put_object(vol);
-  batch.put_next_id(next_id_ + 1);
-  PXD_RETURN_IF_ERROR(state_->writer().commit_and_wait(std::move(batch), true));
+  PXD_RETURN_IF_ERROR(committed.get());
   ++next_id_;
   objects_[vol.id] = vol;
   names_[snap.name] = snap.id;
@@ -67,23 +72,12 @@ Result<ObjectInfo> Pool::clone(const std::string& source, const std::string& nam
   PXD_TRY(const metadb::ObjectRecord* found, find(source));
   if (names_.count(name)) return already_exists("the name '" + name + "' is taken");
   metadb::ObjectRecord src = *found;
-  Tree* tree = state_->tree(src.tree);
-  uint32_t generation = src.generation;
-  if (src.kind == metadb::ObjectKind::kVolume) {
-    // An implicit snapshot: close the current generation so that writes after this
-    // instant copy before they change a chunk the clone now shares.
-    std::lock_guard<std::mutex> tree_lock(tree->mu);
-    generation = tree->generation;
-    tree->generation = generation + 1;
-    src.generation = generation + 1;
-    objects_[src.id].generation = src.generation;
-  }
-  return make_clone(src, *tree, generation, name, labels, attributes);
+  return make_clone(src, *state_->tree(src.tree), name, labels, attributes);
 }
 
 Result<ObjectInfo> Pool::make_clone(const metadb::ObjectRecord& source, Tree& tree,
-                                    uint32_t generation, const std::string& name,
-                                    const Labels& labels, const Labels& attributes) {
+                                    const std::string& name, const Labels& labels,
+                                    const Labels& attributes) {
   metadb::ObjectRecord rec;
   rec.id = next_id_;
   rec.kind = metadb::ObjectKind::kVolume;
@@ -101,18 +95,30 @@ Result<ObjectInfo> Pool::make_clone(const metadb::ObjectRecord& source, Tree& tr
   Tree* clone_tree = state_->add_tree(rec.id);
   clone_tree->generation = rec.generation;
   metadb::MetaBatch batch;
+  std::future<Status> committed;
   {
     std::lock_guard<std::mutex> tree_lock(tree.mu);
+    uint32_t generation = source.generation;
+    if (source.kind == metadb::ObjectKind::kVolume) {
+      // An implicit snapshot: close the current generation so that writes after this
+      // instant copy before they change a chunk the clone now shares. Queued under the
+      // tree lock, like create_snapshot, so I/O commits born at the new generation follow.
+      generation = tree.generation;
+      tree.generation = generation + 1;
+      metadb::ObjectRecord& stored = objects_[source.id];
+      stored.generation = tree.generation;
+      batch.put_object(stored);
+    }
     for (const auto& [ci, chunk] : view_of(tree, generation)) {
       state_->allocator().add_reference(chunk);
       clone_tree->live[ci] = LiveEntry{chunk, 1, true, nullptr};
       batch.put_extent({rec.id, ci, 1}, {chunk, metadb::kLiveGeneration});
     }
+    batch.put_object(rec);
+    batch.put_next_id(next_id_ + 1);
+    committed = state_->writer().commit_later(std::move(batch), true);
   }
-  if (source.kind == metadb::ObjectKind::kVolume) batch.put_object(objects_[source.id]);
-  batch.put_object(rec);
-  batch.put_next_id(next_id_ + 1);
-  PXD_RETURN_IF_ERROR(state_->writer().commit_and_wait(std::move(batch), true));
+  PXD_RETURN_IF_ERROR(committed.get());
   ++next_id_;
   names_[rec.name] = rec.id;
   auto& stored = objects_[rec.id] = std::move(rec);
