@@ -101,10 +101,12 @@ std::string format_size(uint64_t bytes) {
   char buf[32];
   if (u == 0) {
     std::snprintf(buf, sizeof(buf), "%llu B", static_cast<unsigned long long>(bytes));
-  } else if (v == static_cast<double>(static_cast<uint64_t>(v))) {
-    std::snprintf(buf, sizeof(buf), "%.0f %s", v, kUnits[u]);
   } else {
-    std::snprintf(buf, sizeof(buf), "%.1f %s", v, kUnits[u]);
+    std::snprintf(buf, sizeof(buf), "%.1f", v);
+    std::string text(buf);
+    // "62.0" reads better as "62".
+    if (text.size() > 2 && text.compare(text.size() - 2, 2, ".0") == 0) text.resize(text.size() - 2);
+    std::snprintf(buf, sizeof(buf), "%s %s", text.c_str(), kUnits[u]);
   }
   return buf;
 }

@@ -31,6 +31,7 @@ TEST_CASE("format_size prints binary units") {
   CHECK(format_size(4096) == "4 KiB");
   CHECK(format_size(3 * kGiB / 2) == "1.5 GiB");
   CHECK(format_size(10 * kTiB) == "10 TiB");
+  CHECK(format_size(62 * kGiB - kMiB) == "62 GiB");  // rounds, never "62.0"
 }
 
 }  // namespace
