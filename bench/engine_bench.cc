@@ -1,0 +1,267 @@
+#include "bench/engine_bench.h"
+
+#include <algorithm>
+
+#include "bench/bench_pool.h"
+#include "bench/load.h"
+#include "bench/raw_io.h"
+#include "common/units.h"
+
+namespace pxd::bench {
+namespace {
+
+struct Workload {
+  const char* name;
+  IoOp op;
+  Pattern pattern;
+  uint32_t block;
+  double goal;  // minimum pxd/raw ratio; 0 = no target
+};
+
+constexpr Workload kWorkloads[] = {
+    {"randread-4k", IoOp::kRead, Pattern::kRandom, 4096, 0.9},
+    {"overwrite-4k", IoOp::kWrite, Pattern::kRandom, 4096, 0.9},
+    {"seqwrite-1m", IoOp::kWrite, Pattern::kSequential, 1 << 20, 0},
+    {"seqread-1m", IoOp::kRead, Pattern::kSequential, 1 << 20, 0},
+};
+constexpr uint32_t kQueueDepths[] = {1, 32};
+constexpr double kFreshWriteGoal = 0.7;
+constexpr double kSnapshotReadGoal = 0.95;
+
+std::string qd_name(const std::string& base, uint32_t qd) {
+  return base + "-qd" + std::to_string(qd);
+}
+
+// The throughput of a run in the unit its block size calls for.
+double throughput(const LoadResult& r, uint32_t block) {
+  return block >= (1u << 20) ? r.mib_per_s() : r.iops();
+}
+
+void add_throughput_rows(Report& report, const std::string& name, uint32_t qd, uint32_t block,
+                         const LoadResult& pxd, const LoadResult& raw, double goal) {
+  Row row = raw_row(qd_name(name, qd), throughput(pxd, block), throughput(raw, block),
+                    block >= (1u << 20) ? "MiB/s" : "iops");
+  if (goal > 0) {
+    row.goal = Goal::kRatioAtLeast;
+    row.goal_value = goal;
+  }
+  report.add(row);
+  if (qd == 1) {
+    report.add(
+        raw_row(qd_name(name, qd) + "-lat", pxd.mean_latency_us(), raw.mean_latency_us(), "us"));
+  }
+}
+
+LoadSpec spec_for(IoOp op, Pattern pattern, uint32_t block, uint32_t qd, uint64_t region,
+                  double seconds) {
+  LoadSpec spec;
+  spec.op = op;
+  spec.pattern = pattern;
+  spec.block_bytes = block;
+  spec.queue_depth = qd;
+  spec.region_bytes = region;
+  spec.seconds = seconds;
+  return spec;
+}
+
+// 4 KiB random writes into brand-new volumes of a large thin pool: most allocate a chunk.
+// Right after each pxd run, the peers do the same number of writes: the raw file (the
+// baseline), and a sparse raw file written where pxd's writes land in its sparse pool
+// file (a random block of each chunk in turn, as chunks are allocated), so that each
+// allocates filesystem blocks as pxd's do: the difference between the two peers is the
+// filesystem's share of the cost.
+void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTarget& raw,
+                        Report& report) {
+  ScratchDir dir(scratch, "fresh-");  // removed (with its sparse pool file) on return
+  BenchPool pool(dir.path(), p.fresh_capacity);
+  auto sparse = RawFile::create(dir / "sparse.img", p.fresh_capacity, RawLayout::kSparse);
+  const uint64_t chunks = p.fresh_capacity / pool.chunk_size();
+  {
+    // A new pool's allocation reserve starts small and grows each time writes wait for it
+    // (to its maximum at once when 32 wait together); a pool in service has long grown it.
+    // Grow it first.
+    VolumeTarget warmup(pool.create_volume("warmup", p.fresh_capacity));
+    LoadSpec spec = spec_for(IoOp::kWrite, Pattern::kStrided, 4096, 32, p.fresh_capacity, 0);
+    spec.stride_bytes = pool.chunk_size();
+    spec.max_ops = std::min<uint64_t>(p.fresh_warmup_ops, chunks / 4);
+    run_load_checked(warmup, spec, "warm up the allocation reserve");
+  }
+  for (uint32_t qd : kQueueDepths) {
+    std::string name = qd_name("freshwrite-4k", qd);
+    if (!p.wants(name)) continue;
+    VolumeTarget volume(pool.create_volume(name, p.fresh_capacity));
+    LoadSpec spec = spec_for(IoOp::kWrite, Pattern::kRandom, 4096, qd, p.fresh_capacity, p.seconds);
+    spec.max_ops = std::min(qd == 1 ? p.fresh_ops_qd1 : p.fresh_ops_qd32,
+                            chunks / 2 / std::size(kQueueDepths));
+    PoolUsage u0 = pool->usage();
+    progress("engine: " + name);
+    LoadResult x = run_load_checked(volume, spec, "pxd " + name);
+    PoolUsage u = pool->usage();
+
+    LoadSpec same = spec;
+    same.seconds = 0;
+    same.max_ops = x.ops;
+    same.region_bytes = raw.size_bytes();
+    LoadResult r = run_load_checked(raw, same, "raw " + name);
+    same.pattern = Pattern::kScattered;
+    same.stride_bytes = pool.chunk_size();
+    same.region_bytes = 0;
+    LoadResult s = run_load_checked(*sparse, same, "raw sparse " + name);
+
+    Row row = raw_row(name, x.iops(), r.iops(), "iops");
+    row.goal = Goal::kRatioAtLeast;
+    row.goal_value = kFreshWriteGoal;
+    double ops = static_cast<double>(std::max<uint64_t>(x.ops, 1));
+    row.extra["allocating_fraction"] =
+        static_cast<double>(u.used_bytes - u0.used_bytes) / pool.chunk_size() / ops;
+    row.extra["metadata_commits_per_write"] =
+        static_cast<double>(u.metadata_commits - u0.metadata_commits) / ops;
+    row.extra["ops"] = x.ops;
+    report.add(row);
+    if (qd == 1) report.add(raw_row(name + "-lat", x.mean_latency_us(), r.mean_latency_us(), "us"));
+    Row diag = raw_row(name + "-vs-sparse", x.iops(), s.iops(), "iops");
+    diag.baseline_name = "raw-sparse-odirect-uring";
+    report.add(diag);
+  }
+}
+
+// Section 2: random reads while the volume's chain of snapshots grows. Before each
+// snapshot a few random 4 KiB writes change the volume, so each snapshot has its own
+// history (copied chunks), as a real volume's would. The 0-snapshot case is a second
+// volume, written the same way and never snapshotted, measured alternately with the
+// first at each point, so that the machine's drift does not pass for a snapshot cost.
+SnapshotTimes bench_snapshot_chain(const EngineParams& p, BenchPool& pool, VolumeTarget& volume,
+                                   VolumeTarget& plain, Report& report) {
+  const uint64_t chunks = p.size / pool.chunk_size();
+  const uint64_t writes_per_round = std::max<uint64_t>(2, chunks / 256);
+  std::vector<double> create_ms;
+  uint32_t snapshots = 0;
+  for (uint32_t target : p.chain) {
+    while (snapshots < target) {
+      LoadSpec w =
+          spec_for(IoOp::kWrite, Pattern::kRandom, 4096,
+                   static_cast<uint32_t>(std::min<uint64_t>(writes_per_round, 32)), p.size, 0);
+      w.max_ops = writes_per_round;
+      w.seed = 1000 + snapshots;
+      run_load_checked(volume, w, "overwrite before snapshot");
+      double t0 = now_seconds();
+      check(pool->create_snapshot("main", "main-snap-" + std::to_string(snapshots)),
+            "create snapshot");
+      create_ms.push_back((now_seconds() - t0) * 1e3);
+      ++snapshots;
+      throw_if_interrupted();
+    }
+    std::string name = "randread-4k-qd32-snap" + std::to_string(target);
+    progress("engine: " + name);
+    Comparison c = compare_loads(
+        volume, plain, spec_for(IoOp::kRead, Pattern::kRandom, 4096, 32, p.size, p.seconds),
+        p.rounds, name);
+    Row row;
+    row.bench = "engine";
+    row.name = name;
+    row.pxd = c.a.iops();
+    row.baseline = c.b.iops();
+    row.baseline_name = "pxd-0-snapshots";
+    row.unit = "iops";
+    if (target == p.chain.back()) {
+      row.goal = Goal::kRatioAtLeast;
+      row.goal_value = kSnapshotReadGoal;
+    }
+    row.extra["snapshots"] = target;
+    row.extra["mapped_extents"] = pool->usage().mapped_extents;
+    report.add(row);
+  }
+  SnapshotTimes times;
+  times.p50_ms = percentile(create_ms, 50);
+  times.p99_ms = percentile(create_ms, 99);
+  times.mapped_extents = pool->usage().mapped_extents;
+  return times;
+}
+
+}  // namespace
+
+Row raw_row(const std::string& name, double pxd, double raw, const std::string& unit) {
+  Row row;
+  row.bench = "engine";
+  row.name = name;
+  row.pxd = pxd;
+  row.baseline = raw;
+  row.baseline_name = kRawBaselineName;
+  row.unit = unit;
+  return row;
+}
+
+EngineParams EngineParams::from(const BenchOptions& o) {
+  EngineParams p;
+  if (o.quick || o.smoke) {
+    p.seconds = 1;
+    p.rounds = 2;
+    p.size = 256 * kMiB;
+    p.fresh_capacity = 128 * kGiB;
+    p.fresh_ops_qd1 = 300;
+    p.fresh_ops_qd32 = 1500;
+    p.extents = 100000;
+    p.shm_size = 128 * kMiB;
+    p.memory_write = 256 * kMiB;
+    p.memory_volume = 16 * kGiB;
+  }
+  if (o.smoke) {
+    p.seconds = 0.2;
+    p.rounds = 1;
+    p.size = 64 * kMiB;
+    p.fresh_capacity = 16 * kGiB;
+    p.fresh_ops_qd1 = 100;
+    p.fresh_ops_qd32 = 500;
+    p.chain = {0, 4, 16};
+    p.extents = 4096;
+    p.snapshot_creates = 20;
+    p.shm_size = 32 * kMiB;
+    p.memory_write = 16 * kMiB;
+    p.memory_volume = 1 * kGiB;
+  }
+  if (o.seconds > 0) p.seconds = o.seconds;
+  if (o.size > 0) p.size = o.size;
+  p.only = o.only;
+  if (p.size % (1 << 20) != 0 || p.size < 4 * kMiB)
+    throw BenchError("--size must be a multiple of 1 MiB and at least 4 MiB");
+  return p;
+}
+
+SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch, Report& report) {
+  progress("engine: writing a " + format_size(p.size) + " raw file and pxd volume");
+  auto raw = RawFile::create(scratch + "/raw.img", p.size, RawLayout::kWritten);
+  const uint64_t chunk = kDefaultChunkSize;
+  const uint64_t chain_copies = p.chain.back() * std::max<uint64_t>(2, p.size / chunk / 256);
+  BenchPool pool(scratch + "/data", 3 * p.size + chain_copies * chunk + 256 * kMiB);
+  VolumeTarget volume(pool.create_volume("main", p.size));
+  fill_sequential(volume, p.size, "fill pxd volume");
+  VolumeTarget plain(pool.create_volume("plain", p.size));  // section 2's 0-snapshot peer
+  fill_sequential(plain, p.size, "fill pxd volume");
+
+  for (const Workload& w : kWorkloads) {
+    for (uint32_t qd : kQueueDepths) {
+      if (!p.wants(qd_name(w.name, qd))) continue;
+      LoadSpec spec = spec_for(w.op, w.pattern, w.block, qd, p.size, p.seconds);
+      progress("engine: " + qd_name(w.name, qd));
+      Comparison c = compare_loads(volume, *raw, spec, p.rounds, w.name);
+      add_throughput_rows(report, w.name, qd, w.block, c.a, c.b, w.goal);
+    }
+  }
+  if (p.wants("freshwrite-4k")) bench_fresh_writes(p, scratch, *raw, report);
+  if (!p.wants("randread-4k-qd32-snap")) return {};
+  return bench_snapshot_chain(p, pool, volume, plain, report);
+}
+
+void run_engine(const BenchOptions& options, Report& report) {
+  EngineParams p = EngineParams::from(options);
+  ScratchDir scratch(options.dir, "pxbench-");
+  progress("engine: working in " + scratch.path() + " (" + describe_filesystem(scratch.path()) +
+           ")");
+  SnapshotTimes small = bench_data_path(p, scratch.path(), report);
+  if (p.wants("snapcreate")) bench_large_volume_snapshots(p, scratch.path(), report, small);
+  if (p.wants("cpu-randread-4k-qd32") || p.wants("cpu-overwrite-4k-qd32")) bench_cpu(p, report);
+  if (p.wants("metadata-per") || p.wants("memory-per"))
+    bench_metadata_memory(p, options.self, scratch.path(), report);
+}
+
+}  // namespace pxd::bench

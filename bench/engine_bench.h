@@ -1,0 +1,68 @@
+// bench/engine_bench.h: `pxbench engine`: the pxd engine against raw O_DIRECT io_uring
+// I/O on the same filesystem, plus the engine's own costs (snapshots, CPU, metadata,
+// memory). Sections, in the order they run:
+//   1. data path: 4 KiB random read / overwrite / fresh-thin write, 1 MiB sequential
+//      write / read, each at queue depth 1 and 32, pxd and raw;
+//   2. random read with 0, 16 and 256 snapshots in the volume's chain;
+//   3. snapshot-create latency on a volume with a million mapped extents;
+//   4. CPU time per 4 KiB I/O on a RAM-backed pool (/dev/shm);
+//   5. metadata bytes and memory per GiB of randomly written data.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bench/bench.h"
+
+namespace pxd::bench {
+
+struct EngineParams {
+  double seconds = 4;          // per measured case and target
+  int rounds = 4;              // pxd and its peer alternate in this many rounds (see compare_loads)
+  uint64_t size = 1ULL << 30;  // section 1 and 2 volume and raw file
+  uint64_t fresh_capacity = 512ULL << 30;  // logical bytes of the fresh-thin pool
+  // Fresh-thin writes at QD1 and QD32 stop after this many even within `seconds`: each
+  // leaves a filesystem extent of its own in a sparse file, and on a filesystem mounted
+  // with `discard` deleting the file then costs a discard per extent (about 3 ms each on
+  // the development VMs, so 10,000 of them add half a minute to the run).
+  uint64_t fresh_ops_qd1 = 1000;
+  uint64_t fresh_ops_qd32 = 4000;
+  uint64_t fresh_warmup_ops = 256;
+  std::vector<uint32_t> chain = {0, 16, 256};
+  uint64_t extents = 1000000;  // section 3
+  int snapshot_creates = 200;
+  uint64_t shm_size = 256ULL << 20;    // section 4
+  uint64_t memory_write = 1ULL << 30;  // section 5
+  uint64_t memory_volume = 64ULL << 30;
+
+  std::string only;  // run only the cases whose names contain this ("" = all)
+
+  static EngineParams from(const BenchOptions& options);
+  bool wants(std::string_view case_name) const {
+    return only.empty() || case_name.find(only) != std::string_view::npos;
+  }
+};
+
+void run_engine(const BenchOptions& options, Report& report);
+
+// The sections; `scratch` is a directory on the measured filesystem.
+struct SnapshotTimes {
+  double p50_ms = 0;
+  double p99_ms = 0;
+  uint64_t mapped_extents = 0;
+};
+// Sections 1 and 2 (they share the written volume). Returns the snapshot-create times
+// seen while building the chain, for comparison with section 3.
+SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch, Report& report);
+void bench_large_volume_snapshots(const EngineParams& p, const std::string& scratch, Report& report,
+                                  const SnapshotTimes& small_volume);
+void bench_cpu(const EngineParams& p, Report& report);
+void bench_metadata_memory(const EngineParams& p, const std::string& self,
+                           const std::string& scratch, Report& report);
+
+// A row of the engine bench comparing pxd to the raw baseline.
+Row raw_row(const std::string& name, double pxd, double raw, const std::string& unit);
+
+}  // namespace pxd::bench

@@ -1,0 +1,263 @@
+// Sections 3 to 5 of `pxbench engine`: what the engine costs beyond the data path.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/bench_pool.h"
+#include "bench/engine_bench.h"
+#include "bench/load.h"
+#include "bench/memory_probe.h"
+#include "bench/raw_io.h"
+#include "common/units.h"
+
+namespace pxd::bench {
+namespace {
+
+constexpr double kSnapshotCreateGoalMs = 5;
+constexpr double kEngineCpuGoalUs = 2;
+constexpr double kMetadataGoalPercent = 1;
+constexpr double kMemoryGoalMiBPerGiB = 2;
+
+Row pxd_row(const std::string& name, double value, const std::string& unit) {
+  Row row;
+  row.bench = "engine";
+  row.name = name;
+  row.pxd = value;
+  row.unit = unit;
+  return row;
+}
+
+Row with_goal(Row row, double below) {
+  row.goal = Goal::kPxdBelow;
+  row.goal_value = below;
+  return row;
+}
+
+double elapsed_ms(double since) {
+  return (now_seconds() - since) * 1e3;
+}
+
+// Takes snapshots `first` .. `first + count - 1` of `volume`; returns each one's latency.
+std::vector<double> time_snapshots(BenchPool& pool, const std::string& volume, int first,
+                                   int count) {
+  std::vector<double> ms;
+  for (int i = first; i < first + count; ++i) {
+    double t0 = now_seconds();
+    check(pool->create_snapshot(volume, volume + "-snap-" + std::to_string(i)), "create snapshot");
+    ms.push_back(elapsed_ms(t0));
+    throw_if_interrupted();
+  }
+  return ms;
+}
+
+struct ReadStall {
+  LoadResult during;  // reads while snapshots were being taken
+  LoadResult quiet;   // the same reads, as long, with no snapshots
+  int snapshots = 0;
+};
+
+// Random reads at queue depth 1 on a thread of their own while this thread takes
+// `count` more snapshots, then as long again alone: a control operation that holds the
+// volume's lock shows as a stall of the reads.
+ReadStall measure_read_stall(BenchPool& pool, VolumeTarget& volume, int first, int count) {
+  ReadStall stall;
+  stall.snapshots = count;
+  std::atomic<bool> stop{false};
+  LoadSpec reads;
+  reads.record_latencies = true;
+  reads.stop = &stop;
+  std::exception_ptr reader_error;
+  std::thread reader([&] {
+    try {
+      stall.during = run_load_checked(volume, reads, "reads during snapshots");
+    } catch (...) {
+      reader_error = std::current_exception();
+    }
+  });
+  std::exception_ptr error;
+  try {
+    ::usleep(10000);  // let the reader start
+    time_snapshots(pool, "big", first, count);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  stop = true;
+  reader.join();
+  if (error) std::rethrow_exception(error);
+  if (reader_error) std::rethrow_exception(reader_error);
+  reads.stop = nullptr;
+  reads.seconds = stall.during.seconds;
+  stall.quiet = run_load_checked(volume, reads, "reads");
+  return stall;
+}
+
+}  // namespace
+
+// Section 3. One 4 KiB write per chunk maps one extent per chunk, so a million extents
+// cost 4 GiB of data rather than a TiB. That data goes to /dev/shm (see bench_pool.h); the
+// metadata, which is what a snapshot writes, stays on the measured filesystem. The peer
+// is one durable append (write + fdatasync) to a file there: what a snapshot's synced
+// metadata batch cannot beat.
+void bench_large_volume_snapshots(const EngineParams& p, const std::string& scratch, Report& report,
+                                  const SnapshotTimes& small) {
+  const uint64_t chunk = kDefaultChunkSize;
+  const uint64_t volume_bytes = p.extents * chunk;
+  ScratchDir meta(scratch, "extents-");
+  ScratchDir data(ram_dir(scratch), "pxbench-extents-");
+  BenchPool pool(meta.path(), volume_bytes + 64 * kMiB, chunk, data.path());
+  VolumeTarget volume(pool.create_volume("big", volume_bytes));
+
+  LoadSpec fill;
+  fill.op = IoOp::kWrite;
+  fill.pattern = Pattern::kStrided;
+  fill.stride_bytes = chunk;
+  fill.queue_depth = 32;
+  fill.max_ops = p.extents;
+  progress("engine: mapping " + std::to_string(p.extents) + " extents");
+  LoadResult filled = run_load_checked(volume, fill, "fill the large volume");
+  PoolUsage u = pool->usage();
+  Row fill_row = pxd_row("fill-extents-4k-qd32", filled.seconds, "s");
+  fill_row.extra["mapped_extents"] = u.mapped_extents;
+  fill_row.extra["writes_per_s"] = filled.iops();
+  fill_row.extra["data_dir"] = data.path();
+  report.add(fill_row);
+
+  progress("engine: " + std::to_string(p.snapshot_creates) + " snapshots of the large volume");
+  std::vector<double> create_ms = time_snapshots(pool, "big", 0, p.snapshot_creates);
+  // Where the time goes: inspect() builds the same ObjectInfo create_snapshot() returns.
+  std::vector<double> inspect_ms;
+  for (int i = 0; i < 5; ++i) {
+    double t0 = now_seconds();
+    check(pool->inspect("big"), "inspect");
+    inspect_ms.push_back(elapsed_ms(t0));
+  }
+  ReadStall stall =
+      measure_read_stall(pool, volume, p.snapshot_creates, std::max(5, p.snapshot_creates / 10));
+  std::vector<double> append_ms = durable_append_ms(scratch, p.snapshot_creates);
+
+  for (double pct : {50.0, 99.0}) {
+    if (small.mapped_extents == 0) break;  // --only skipped the snapshot chain
+    std::string tag = pct == 50 ? "p50" : "p99";
+    Row small_row = pxd_row("snapcreate-" + tag + "-small-volume",
+                            pct == 50 ? small.p50_ms : small.p99_ms, "ms");
+    small_row.baseline = percentile(append_ms, pct);
+    small_row.baseline_name = "raw-append-fdatasync";
+    small_row.extra["mapped_extents"] = small.mapped_extents;
+    report.add(small_row);
+  }
+  for (double pct : {50.0, 99.0}) {
+    std::string tag = pct == 50 ? "p50" : "p99";
+    Row row = pxd_row("snapcreate-" + tag, percentile(create_ms, pct), "ms");
+    row.baseline = percentile(append_ms, pct);
+    row.baseline_name = "raw-append-fdatasync";
+    if (pct == 99) row = with_goal(row, kSnapshotCreateGoalMs);
+    row.extra["mapped_extents"] = u.mapped_extents;
+    row.extra["snapshots"] = create_ms.size();
+    row.extra["max_ms"] = percentile(create_ms, 100);
+    report.add(row);
+  }
+  Row inspect = pxd_row("inspect-volume-p50", percentile(inspect_ms, 50), "ms");
+  inspect.extra["mapped_extents"] = u.mapped_extents;
+  report.add(inspect);
+  for (double pct : {99.9, 100.0}) {
+    Row row = pxd_row(
+        pct == 100 ? "read-qd1-max-lat-during-snapcreate" : "read-qd1-p99.9-lat-during-snapcreate",
+        percentile(stall.during.latencies_us, pct), "us");
+    row.baseline = percentile(stall.quiet.latencies_us, pct);
+    row.baseline_name = "pxd-no-snapshots";
+    row.extra["reads"] = stall.during.ops;
+    row.extra["snapshots"] = stall.snapshots;
+    row.extra["mapped_extents"] = u.mapped_extents;
+    report.add(row);
+  }
+}
+
+// Section 4. getrusage counts every thread of the process (the metadata thread, RocksDB's,
+// io_uring's workers), so this is all the CPU an I/O costs, kernel copy included; the
+// raw file on the same tmpfs shows the part that is not the engine's.
+void bench_cpu(const EngineParams& p, Report& report) {
+  std::unique_ptr<ScratchDir> shm;
+  std::unique_ptr<RawFile> raw;
+  try {
+    shm = std::make_unique<ScratchDir>("/dev/shm", "pxbench-");
+    raw = RawFile::create(*shm / "raw.img", p.shm_size, RawLayout::kWritten);
+  } catch (const BenchError& e) {
+    progress(std::string("engine: no CPU figures on /dev/shm: ") + e.what());
+    for (const char* name : {"cpu-randread-4k-qd32", "cpu-overwrite-4k-qd32"}) {
+      Row row = pxd_row(name, 0, "us/op");
+      row.extra["skipped"] = e.what();
+      report.add(row);
+    }
+    return;
+  }
+  BenchPool pool(*shm / "pool", p.shm_size + 64 * kMiB);
+  VolumeTarget volume(pool.create_volume("cpu", p.shm_size));
+  fill_sequential(volume, p.shm_size, "fill the RAM-backed volume");
+
+  for (IoOp op : {IoOp::kRead, IoOp::kWrite}) {
+    std::string what = op == IoOp::kRead ? "randread-4k-qd32" : "overwrite-4k-qd32";
+    progress("engine: cpu-" + what);
+    LoadSpec spec;
+    spec.op = op;
+    spec.queue_depth = 32;
+    spec.seconds = p.seconds;
+    Comparison c = compare_loads(volume, *raw, spec, p.rounds, what + " on /dev/shm");
+    const LoadResult& x = c.a;
+    const LoadResult& r = c.b;
+    Row total = raw_row("cpu-" + what, x.cpu_us_per_op(), r.cpu_us_per_op(), "us/op");
+    total.baseline_name = std::string(kRawBaselineName) + "-shm";
+    total.extra["pxd_iops"] = x.iops();
+    total.extra["baseline_iops"] = r.iops();
+    report.add(total);
+    report.add(
+        with_goal(pxd_row("cpu-engine-" + what, x.cpu_us_per_op() - r.cpu_us_per_op(), "us/op"),
+                  kEngineCpuGoalUs));
+  }
+}
+
+// Section 5, in a subprocess (see memory_probe.h).
+void bench_metadata_memory(const EngineParams& p, const std::string& self,
+                           const std::string& scratch, Report& report) {
+  MemoryProbeSpec spec;
+  spec.dir = scratch;
+  spec.volume_bytes = p.memory_volume;
+  spec.write_bytes = p.memory_write;
+  spec.max_seconds = 30 * p.seconds;
+  progress("engine: " + format_size(p.memory_write) + " of random 4 KiB writes into a " +
+           format_size(p.memory_volume) + " volume");
+  MemoryProbeResult m = memory_probe_subprocess(self, spec);
+  const double used = static_cast<double>(m.used_bytes);
+  const double written = static_cast<double>(m.written_bytes);
+  const double meta = static_cast<double>(m.metadata_bytes);
+  const double rss_delta_mib =
+      (static_cast<double>(m.rss_after) - static_cast<double>(m.rss_before)) / kMiBf;
+  nlohmann::ordered_json details = nlohmann::ordered_json::object();
+  const nlohmann::json probe = m.to_json();
+  for (const auto& [k, v] : probe.items()) details[k] = v;
+  // What one mapped chunk costs in memory: the engine's maps plus RocksDB's memtable,
+  // which holds about as much as the write-ahead log until it is flushed (at 16 MiB).
+  if (m.mapped_extents > 0) {
+    const double extents = static_cast<double>(m.mapped_extents);
+    details["rss_bytes_per_extent"] = rss_delta_mib * kMiBf / extents;
+    details["wal_bytes_per_extent"] = static_cast<double>(m.metadata_wal_bytes) / extents;
+  }
+
+  auto add = [&](const std::string& name, double value, const std::string& unit, double goal) {
+    Row row = with_goal(pxd_row(name, value, unit), goal);
+    row.extra = details;
+    report.add(row);
+  };
+  add("metadata-per-used", used > 0 ? meta / used * 100 : 0, "%", kMetadataGoalPercent);
+  add("metadata-per-written", written > 0 ? meta / written * 100 : 0, "%", kMetadataGoalPercent);
+  add("memory-per-gib-used", used > 0 ? rss_delta_mib / (used / kGiBf) : 0, "MiB/GiB",
+      kMemoryGoalMiBPerGiB);
+  add("memory-per-gib-written", written > 0 ? rss_delta_mib / (written / kGiBf) : 0, "MiB/GiB",
+      kMemoryGoalMiBPerGiB);
+}
+
+}  // namespace pxd::bench

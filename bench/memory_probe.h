@@ -1,0 +1,45 @@
+// bench/memory_probe.h: metadata and memory cost of random 4 KiB writes into a large thin
+// volume. Runs in a fresh process (pxbench's memory-probe subcommand) so that the RSS
+// delta is not hidden by memory that earlier cases freed and malloc would hand out again.
+// The metadata store is on the measured filesystem; the pool file, whose speed is not
+// what is measured here, on /dev/shm when there is one (see bench_pool.h).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace pxd::bench {
+
+struct MemoryProbeSpec {
+  std::string dir;          // filesystem; the probe works in its own scratch dir there
+  uint32_t chunk_size = 0;  // 0 = the pool default
+  uint64_t volume_bytes = 0;
+  uint64_t write_bytes = 0;  // in random 4 KiB writes at queue depth 32
+  double max_seconds = 0;    // stop early after this long (0 = no bound)
+};
+
+struct MemoryProbeResult {
+  uint64_t rss_before = 0;  // pool and volume open, buffers allocated, nothing written
+  uint64_t rss_after = 0;   // after the writes and a pool sync
+  uint64_t written_bytes = 0;
+  uint64_t used_bytes = 0;  // usage().used_bytes
+  uint64_t metadata_bytes = 0;
+  uint64_t metadata_wal_bytes = 0;
+  uint64_t metadata_sst_bytes = 0;
+  uint64_t mapped_extents = 0;
+  uint64_t metadata_commits = 0;
+  double seconds = 0;
+  double iops = 0;
+
+  nlohmann::json to_json() const;
+  static MemoryProbeResult from_json(const nlohmann::json& j);
+};
+
+// In this process.
+MemoryProbeResult run_memory_probe(const MemoryProbeSpec& spec);
+// In a child process running `self` memory-probe; throws BenchError if it fails and
+// Interrupted (after stopping it) if this process is interrupted.
+MemoryProbeResult memory_probe_subprocess(const std::string& self, const MemoryProbeSpec& spec);
+
+}  // namespace pxd::bench
