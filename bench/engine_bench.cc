@@ -117,6 +117,8 @@ void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTar
     row.extra["metadata_commits_per_write"] =
         static_cast<double>(u.metadata_commits - u0.metadata_commits) / ops;
     row.extra["ops"] = x.ops;
+    row.extra["pxd_cpu_us_per_op"] = x.cpu_us_per_op();
+    row.extra["baseline_cpu_us_per_op"] = r.cpu_us_per_op();
     report.add(row);
     if (qd == 1) report.add(raw_row(name + "-lat", x.mean_latency_us(), r.mean_latency_us(), "us"));
     Row diag = raw_row(name + "-vs-sparse", x.iops(), s.iops(), "iops");

@@ -129,13 +129,17 @@ void bench_large_volume_snapshots(const EngineParams& p, const std::string& scra
 
   progress("engine: " + std::to_string(p.snapshot_creates) + " snapshots of the large volume");
   std::vector<double> create_ms = time_snapshots(pool, "big", 0, p.snapshot_creates);
-  // Where the time goes: inspect() builds the same ObjectInfo create_snapshot() returns.
+  // Where the time goes: inspect() builds the same ObjectInfo create_snapshot() returns, and
+  // list() one for each volume and snapshot.
   std::vector<double> inspect_ms;
   for (int i = 0; i < 5; ++i) {
     double t0 = now_seconds();
     check(pool->inspect("big"), "inspect");
     inspect_ms.push_back(elapsed_ms(t0));
   }
+  double list_start = now_seconds();
+  size_t objects = pool->list().size();
+  double list_ms = elapsed_ms(list_start);
   ReadStall stall =
       measure_read_stall(pool, volume, p.snapshot_creates, std::max(5, p.snapshot_creates / 10));
   std::vector<double> append_ms = durable_append_ms(scratch, p.snapshot_creates);
@@ -164,6 +168,10 @@ void bench_large_volume_snapshots(const EngineParams& p, const std::string& scra
   Row inspect = pxd_row("inspect-volume-p50", percentile(inspect_ms, 50), "ms");
   inspect.extra["mapped_extents"] = u.mapped_extents;
   report.add(inspect);
+  Row list = pxd_row("list-objects", list_ms, "ms");
+  list.extra["objects"] = objects;
+  list.extra["mapped_extents"] = u.mapped_extents;
+  report.add(list);
   for (double pct : {99.9, 100.0}) {
     Row row = pxd_row(
         pct == 100 ? "read-qd1-max-lat-during-snapcreate" : "read-qd1-p99.9-lat-during-snapcreate",
