@@ -67,6 +67,8 @@ Pool::~Pool() {
   }
   // Reserved chunks were never written: they are clean, so a clean close need not leave
   // them for the next open to zero.
+  // Let a refill that is still queued finish first, so its chunks are released too.
+  state_->writer().run_and_wait([] {});
   std::vector<uint64_t> reserve = state_->allocator().reserve_snapshot();
   if (!reserve.empty() && state_->writer().health().is_ok()) {
     metadb::MetaBatch batch;

@@ -113,6 +113,12 @@ Result<ObjectInfo> Pool::make_clone(const metadb::ObjectRecord& source, Tree& tr
       state_->allocator().add_reference(chunk);
       clone_tree->live[ci] = LiveEntry{chunk, 1, true, nullptr};
       batch.put_extent({rec.id, ci, 1}, {chunk, metadb::kLiveGeneration});
+      // The source's own live entry may name the same chunk: it is no longer the only
+      // reference, so its next write must check the count (and copy) instead of going
+      // in place once no snapshot covers it.
+      auto live = tree.live.find(ci);
+      if (live != tree.live.end() && live->second.pool_chunk == chunk)
+        live->second.maybe_shared = true;
     }
     batch.put_object(rec);
     batch.put_next_id(next_id_ + 1);

@@ -206,7 +206,10 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
     s.entry = e;
     bool need_chunk = false;
     if (e && e->pending) {
-      if (is_write && e->pending->kind == PendingChange::Kind::kAllocate) {
+      // Joining a fresh allocation is safe only within its generation: after a snapshot,
+      // the chunk being allocated belongs to the snapshot too, and this write must copy.
+      if (is_write && e->pending->kind == PendingChange::Kind::kAllocate &&
+          e->pending->birth == gen) {
         s.action = Segment::Action::kIntoPending;
       } else {
         wait_on = e->pending;

@@ -179,7 +179,6 @@ void StressRun::op_two_threads() {
                                              ", remove ", ", clone a snapshot ", ", grow"};
   During during = static_cast<During>(uniform(0, 5));
   // Known bug 1: writes after a clone of the volume land in the clone's chunks.
-  if (during == During::kClone && work_around_known_bugs_) during = During::kSnapshot;
   std::string other;   // the snapshot or clone made, or the snapshot removed
   std::string source;  // kCloneSnapshot: one of the volume's snapshots
   uint64_t new_size = std::min(size + uniform(1, 256) * kBlock, kMaxStressVolumeBytes);
@@ -205,16 +204,6 @@ void StressRun::op_two_threads() {
           kDuringNames[static_cast<int>(during)] + other + (source.empty() ? "" : " of " + source);
 
   Volume& volume = engine_.handle(vol);
-  if (work_around_known_bugs_ && (during == During::kSnapshot || during == During::kClone)) {
-    // Known bug 2 (known_bugs_test.cc): a write that joins a chunk allocation still committing
-    // while a snapshot or clone is taken can be lost. Map every chunk first.
-    for (uint64_t c : touched) {
-      if (model_.at(vol).chunks.count(c)) continue;
-      std::vector<uint8_t> data = next_pattern(c * kChunk, kBlock);
-      REQUIRE(engine_.io().write(volume, c * kChunk, data) == 0);
-      model_.write(vol, c * kChunk, kBlock, data.data());
-    }
-  }
   AlignedBuf buf0(buffer_bytes(plans[0])), buf1(buffer_bytes(plans[1]));
   std::vector<BatchItem> items[2] = {make_items(plans[0], &volume, buf0),
                                      make_items(plans[1], &volume, buf1)};
@@ -282,7 +271,6 @@ void StressRun::op_two_threads() {
     deleted_names_.push_back(other);
   } else if (during == During::kCloneSnapshot) {
     model_.clone(source, other);  // a snapshot does not change: no timing to learn
-    after_clone();
     check_object(other);
   } else if (during == During::kGrow) {
     CHECK(volume.size_bytes() == new_size);
@@ -333,7 +321,6 @@ void StressRun::learn_capture(const std::string& vol, const std::string& capture
   }
   if (clone) {
     model_.clone(vol, capture);
-    after_clone();
   } else {
     model_.create_snapshot(vol, capture);
   }

@@ -1,9 +1,5 @@
-// Engine bugs the randomized model test found, each reduced to its shortest sequence.
-//
-// The checks that fail are WARN, so that the suite stays green while the engine owner
-// fixes them; StressRun steps around each (see work_around_known_bugs_), and
-// PXD_STRESS_KNOWN_BUGS=1 makes the random run walk into them again. Once a bug is fixed:
-// turn its WARNs into CHECKs and remove its workaround.
+// Engine bugs the randomized model test found, each reduced to its shortest sequence:
+// regression tests, kept strict.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -24,14 +20,14 @@ namespace {
 
 using testing::all_bytes;
 
-// Known bug 1. Pool::clone gives the clone references to the source's chunks but does not
-// mark the source volume's live entries for those chunks as maybe shared. The write path
-// then takes such a chunk for the volume's own as soon as no snapshot sees its entry:
-// right after cloning a volume, or once the snapshot that was cloned (and every other
-// snapshot seeing the entry) is deleted. The volume's write goes in place and shows in the
-// clone, and the pool counts one chunk too few. Reopening the pool recomputes the marks
-// from the reference counts, which hides it until the next clone.
-TEST_CASE("known bug 1: a write to a volume after cloning it changes the clone") {
+// Bug 1 (fixed: make_clone marks the source entries maybe_shared). Pool::clone gives the clone
+// references to the source's chunks but does not mark the source volume's live entries for those
+// chunks as maybe shared. The write path then takes such a chunk for the volume's own as soon as no
+// snapshot sees its entry: right after cloning a volume, or once the snapshot that was cloned (and
+// every other snapshot seeing the entry) is deleted. The volume's write goes in place and shows in
+// the clone, and the pool counts one chunk too few. Reopening the pool recomputes the marks from
+// the reference counts, which hides it until the next clone.
+TEST_CASE("regression: a write to a volume after cloning it changes the clone") {
   for (int trigger = 0; trigger < 3; ++trigger) {
     // 0: clone of the volume; 1: the same with an older snapshot (the written chunk is born
     // after it); 2: clone of a snapshot, then the snapshot is deleted.
@@ -49,8 +45,8 @@ TEST_CASE("known bug 1: a write to a volume after cloning it changes the clone")
     }
     REQUIRE(h.io().write_fill(h.handle("v"), 0, kBlock, 0xB2) == 0);
     CHECK(all_bytes(h.io().read(h.handle("v"), 0, kBlock), 0xB2));
-    WARN(all_bytes(h.io().read(h.handle("c"), 0, kBlock), 0xA1));  // reads 0xB2
-    WARN(h.pool().usage().used_bytes == 2 * kChunk);               // one chunk
+    CHECK(all_bytes(h.io().read(h.handle("c"), 0, kBlock), 0xA1));  // reads 0xB2
+    CHECK(h.pool().usage().used_bytes == 2 * kChunk);               // one chunk
     // After a reopen the sharing is known and the next write copies.
     REQUIRE(h.reopen().empty());
     auto clone_before = h.io().read(h.handle("c"), 0, kBlock);
@@ -87,12 +83,12 @@ bool run_for(IoRing& ring, const std::function<bool()>& done, int ms) {
   return done();
 }
 
-// Known bug 2. A write to a chunk whose first allocation is still committing joins that
-// allocation (ThinVolume::dispatch_mutation, Segment::Action::kIntoPending) whatever the
-// generation. If a snapshot (or a clone of the volume) has bumped the generation in the
-// meantime, the write is issued under the new generation into a chunk born under the old
-// one, which the snapshot owns. A later write to the chunk then copies it (the snapshot
-// sees it) without waiting for the first write's data, since the drain only waits for
+// Bug 2 (fixed: a write joins a pending allocation only of its own generation). A write to a chunk
+// whose first allocation is still committing joins that allocation (ThinVolume::dispatch_mutation,
+// Segment::Action::kIntoPending) whatever the generation. If a snapshot (or a clone of the volume)
+// has bumped the generation in the meantime, the write is issued under the new generation into a
+// chunk born under the old one, which the snapshot owns. A later write to the chunk then copies it
+// (the snapshot sees it) without waiting for the first write's data, since the drain only waits for
 // in-place writes of older generations: the copy reads the chunk before the data lands.
 // The first write completes with 0, the volume never shows its data (it reads the zeros
 // of the fresh chunk), and the snapshot shows it instead.
@@ -101,7 +97,7 @@ bool run_for(IoRing& ring, const std::function<bool()>& done, int ms) {
 // commit, which queues behind whatever the metadata thread is doing: here a flush on
 // another volume. The random run hits it with two writer threads and a snapshot taken
 // while they write into unmapped chunks (seed 118 at operation 474, most runs).
-TEST_CASE("known bug 2: a write joining an allocation while a snapshot is taken is lost") {
+TEST_CASE("regression: a write joining an allocation while a snapshot is taken is lost") {
   Harness h(64ULL << 20, kChunk);
   REQUIRE(h.pool().create_volume(VolumeSpec{"v", 64 * kChunk, 4096, {}, {}}).has_value());
   REQUIRE(h.pool().create_volume(VolumeSpec{"busy", 64 * kChunk, 4096, {}, {}}).has_value());
@@ -154,7 +150,7 @@ TEST_CASE("known bug 2: a write joining an allocation while a snapshot is taken 
     CHECK(all_bytes({data.begin() + 10 * kBlock, data.begin() + 11 * kBlock}, 0x33));
   }
   MESSAGE("the copy ran before the joining writes in " << reproduced << " of 10 rounds");
-  WARN(lost_total == 0);  // typically 7 per round in which the copy ran first
+  CHECK(lost_total == 0);  // typically 7 per round in which the copy ran first
 }
 
 }  // namespace

@@ -7,7 +7,6 @@
 //   PXD_STRESS_OPS=30000 ./engine_model_test   a longer run (default 3000 operations)
 //   PXD_STRESS_VERBOSE=1                       prints every operation to stderr
 //   PXD_STRESS_CHECK_EVERY=1                   checks space after every operation (default 8)
-//   PXD_STRESS_KNOWN_BUGS=1                    no workarounds for known_bugs_test.cc
 #include <doctest/doctest.h>
 
 #include <chrono>

@@ -47,8 +47,6 @@ StressRun::StressRun(uint64_t seed)
   verbose_ = v && *v && *v != '0';
   const char* every = std::getenv("PXD_STRESS_CHECK_EVERY");
   if (every && std::atoi(every) > 0) check_every_ = static_cast<uint64_t>(std::atoi(every));
-  const char* k = std::getenv("PXD_STRESS_KNOWN_BUGS");
-  work_around_known_bugs_ = !(k && *k && *k != '0');
 }
 
 std::string StressRun::context() const {
@@ -385,7 +383,6 @@ void StressRun::op_clone() {
   auto r = engine_.pool().clone(source, name);
   REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
   model_.clone(source, name);
-  after_clone();
   auto [offset, length] = pick_range(model_.at(name).size());
   check_read(name, offset, length);
 }
@@ -459,12 +456,6 @@ void StressRun::op_grow() {
   // The new space reads zeros, including the rest of what was the tail chunk.
   uint64_t from = old_size / kChunk * kChunk;
   check_read(name, from, new_size - from);
-}
-
-void StressRun::after_clone() {
-  if (!work_around_known_bugs_) return;
-  std::string err = engine_.reopen();
-  REQUIRE_MESSAGE(err.empty(), "Pool::open: " << err);
 }
 
 void StressRun::op_close_handles() {

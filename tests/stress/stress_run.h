@@ -3,7 +3,7 @@
 // Every choice comes from one std::mt19937_64, so a seed replays the same operations
 // (only the interleaving inside the two-thread operation depends on timing: its checks
 // accept any legal interleaving, and what a snapshot taken during it saw can steer later
-// choices). Engine bugs found so far are in known_bugs_test.cc; the run steps around them.
+// choices). Engine bugs it found have regression tests in known_bugs_test.cc.
 // Operations live in three files: stress_run.cc (single requests and control operations, and the
 // checks), bad_input_ops.cc (requests and control calls that must fail and change nothing),
 // concurrent_ops.cc (many requests in flight on one ring; two threads while a snapshot, clone,
@@ -113,12 +113,6 @@ class StressRun {
                      const std::set<uint64_t>& touched, const std::vector<const BatchItem*>& writes,
                      int64_t start_ns, int64_t end_ns);
 
-  // Known engine bug 1 (see known_bugs_test.cc): after a clone, writes to the source
-  // volume may land in place in chunks the clone shares. Reopening the pool recomputes
-  // which chunks are shared, so the run reopens after every clone unless
-  // PXD_STRESS_KNOWN_BUGS=1. Known bug 2 has its workaround in op_two_threads().
-  void after_clone();
-
   const uint64_t seed_;
   std::mt19937_64 rng_;
   Model model_;
@@ -129,7 +123,6 @@ class StressRun {
   uint64_t name_counter_ = 0;
   std::vector<std::string> deleted_names_;
   bool verbose_ = false;
-  bool work_around_known_bugs_ = true;
   struct OpStats {
     uint64_t count = 0;
     uint64_t micros = 0;
