@@ -102,11 +102,26 @@ kj::Promise<void> ControlImpl::updateVolume(UpdateVolumeContext context) {
     answer(context.getResults(), labels.error());
     return kj::READY_NOW;
   }
+  std::vector<std::string> remove;
+  for (auto key : params.getRemoveLabels()) {
+    if (key.size() == 0 || key.size() > kMaxLabelBytes) {
+      answer(context.getResults(), invalid_argument("a label key to remove is empty or too long"));
+      return kj::READY_NOW;
+    }
+    remove.emplace_back(key);
+  }
+  if (remove.size() > kMaxLabels) {
+    answer(context.getResults(), invalid_argument("too many labels to remove"));
+    return kj::READY_NOW;
+  }
+  const bool merge = params.getMergeLabels();
+  const bool touch_labels = merge || params.getSetLabels();
   return call(
       context,
       [node = &node_, name = std::string(params.getName()), size = params.getSizeBytes(),
-       set = params.getSetLabels(),
-       l = std::move(labels).value()] { return node->update(name, size, set ? &l : nullptr); },
+       touch_labels, merge, l = std::move(labels).value(), remove = std::move(remove)] {
+        return node->update(name, size, touch_labels ? &l : nullptr, merge, remove);
+      },
       [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
 }
 

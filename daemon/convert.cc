@@ -49,7 +49,7 @@ Result<Labels> labels_from(capnp::List<proto::Label>::Reader list) {
                               std::to_string(kMaxLabelBytes) + " bytes");
     for (unsigned char c : key + value) {
       if (c < 0x20 || c == 0x7f)
-        return invalid_argument("label '" + key + "' contains a control character");
+        return invalid_argument("a label contains a control character");  // not echoed: escapes
     }
     if (key.find('=') != std::string::npos || key.find(',') != std::string::npos)
       return invalid_argument("label key '" + key + "' contains '=' or ','");

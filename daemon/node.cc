@@ -165,11 +165,15 @@ Result<VolumeView> Node::inspect(const std::string& name) {
   return view(info);
 }
 
-Result<VolumeView> Node::update(const std::string& name, uint64_t size_bytes,
-                                const Labels* labels) {
+Result<VolumeView> Node::update(const std::string& name, uint64_t size_bytes, const Labels* labels,
+                                bool merge, const std::vector<std::string>& remove) {
   PXD_TRY(ObjectInfo info, pool_->inspect(name));
   if (size_bytes == 0 && labels == nullptr)
     return invalid_argument("nothing to update: give a new size or labels");
+  if (labels && merge) {
+    PXD_TRY(info, pool_->merge_labels(name, *labels, remove));
+    labels = nullptr;
+  }
   if (size_bytes != 0 && size_bytes != info.size_bytes) {
     PXD_TRY(info, pool_->resize(name, size_bytes));
   }

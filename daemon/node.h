@@ -61,7 +61,10 @@ class Node {
   Result<VolumeView> create_volume(const CreateRequest& request);
   Result<std::vector<VolumeView>> list(const Labels& selector, bool include_snapshots);
   Result<VolumeView> inspect(const std::string& name);
-  Result<VolumeView> update(const std::string& name, uint64_t size_bytes, const Labels* labels);
+  // size_bytes 0 leaves the size. With `labels`: replace them, or with `merge` set those
+  // and remove the keys in `remove`, keeping the rest.
+  Result<VolumeView> update(const std::string& name, uint64_t size_bytes, const Labels* labels,
+                            bool merge = false, const std::vector<std::string>& remove = {});
   Status delete_volume(const std::string& name, bool force);
   Result<VolumeView> create_snapshot(const std::string& volume, const std::string& name,
                                      const Labels& labels);

@@ -436,6 +436,15 @@ Result<ObjectInfo> Pool::set_labels(const std::string& name, const Labels& label
   });
 }
 
+Result<ObjectInfo> Pool::merge_labels(const std::string& name, const Labels& set,
+                                      const std::vector<std::string>& remove) {
+  return update_record(name, [&](metadb::ObjectRecord& rec) {
+    for (const auto& key : remove) rec.labels.erase(key);
+    for (const auto& [k, v] : set) rec.labels[k] = v;
+    return Status::ok();
+  });
+}
+
 Result<ObjectInfo> Pool::set_attributes(const std::string& name, const Labels& attributes) {
   return update_record(name, [&](metadb::ObjectRecord& rec) {
     rec.attributes = attributes;

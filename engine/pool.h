@@ -125,6 +125,9 @@ class Pool {
   // Grows a volume, online. Shrinking is refused.
   Result<ObjectInfo> resize(const std::string& name, uint64_t new_size_bytes);
   Result<ObjectInfo> set_labels(const std::string& name, const Labels& labels);
+  // Sets `set` and removes the keys in `remove`, keeping other labels, atomically.
+  Result<ObjectInfo> merge_labels(const std::string& name, const Labels& set,
+                                  const std::vector<std::string>& remove);
   Result<ObjectInfo> set_attributes(const std::string& name, const Labels& attributes);
 
   Result<ObjectInfo> inspect(const std::string& name);

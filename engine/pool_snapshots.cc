@@ -38,6 +38,7 @@ Result<ObjectInfo> Pool::create_snapshot(const std::string& volume, const std::s
   snap.size_bytes = vol.size_bytes;
   snap.block_size = vol.block_size;
   snap.labels = labels;
+  snap.attributes = vol.attributes;  // e.g. its filesystem: clones of it inherit them
   snap.created_unix = std::time(nullptr);
   snap.tree = vol.id;
   std::future<Status> committed;

@@ -109,8 +109,11 @@ interface Control {
   listVolumes @4 (selector :List(Label), includeSnapshots :Bool)
       -> (status :Status, volumes :List(Volume));
   inspectVolume @5 (name :Text) -> (status :Status, volume :Volume);
-  # sizeBytes 0 leaves the size; setLabels replaces the labels with `labels`.
-  updateVolume @6 (name :Text, sizeBytes :UInt64, setLabels :Bool, labels :List(Label))
+  # sizeBytes 0 leaves the size. setLabels replaces the labels with `labels`; mergeLabels
+  # instead sets `labels` and removes the keys in `removeLabels`, keeping the others, in
+  # one atomic step.
+  updateVolume @6 (name :Text, sizeBytes :UInt64, setLabels :Bool, labels :List(Label),
+                   mergeLabels :Bool, removeLabels :List(Text))
       -> (status :Status, volume :Volume);
   # Refused while attached or mounted unless force.
   deleteVolume @7 (name :Text, force :Bool) -> (status :Status);

@@ -177,7 +177,7 @@ TEST_CASE("bad input: one clear line, the right exit code, nothing changed") {
     auto result = testing::pxctl_json(sock, args);
     std::string wrong = error_mismatch(result, 2, "abc");
     CHECK_MESSAGE(wrong.empty(), wrong << "\n" << describe(args, result));
-    WARN_MESSAGE(
+    CHECK_MESSAGE(
         result.err.find("4096") != std::string::npos,
         "the error for a block size that is no number does not say what is allowed: ", result.err);
   }
@@ -188,9 +188,9 @@ TEST_CASE("bad input: one clear line, the right exit code, nothing changed") {
     auto result = testing::pxctl_json(sock, args);
     std::string wrong = error_mismatch(result, 2, "control character");
     CHECK_MESSAGE(wrong.empty(), wrong << "\n" << describe(args, result));
-    WARN_MESSAGE(printable(result.err),
-                 "the error for a label with a control character echoes the raw bytes: ",
-                 Json(result.err).dump());
+    CHECK_MESSAGE(printable(result.err),
+                  "the error for a label with a control character echoes the raw bytes: ",
+                  Json(result.err).dump());
   }
   // Without -j the errors are the same.
   auto text = testing::pxctl(sock, {"volume", "inspect", "nope"});

@@ -39,24 +39,6 @@ Result<Labels> parse_labels(const std::vector<std::string>& flags) {
   return labels;
 }
 
-Labels merge_labels(const Labels& current, const Labels& updates) {
-  // The labels that were there keep their order; new ones follow in the order given.
-  Labels merged;
-  for (const auto& kv : current) {
-    auto update = std::find_if(updates.begin(), updates.end(),
-                               [&](const auto& u) { return u.first == kv.first; });
-    if (update == updates.end()) {
-      merged.push_back(kv);
-    } else if (!update->second.empty()) {
-      merged.push_back(*update);
-    }
-  }
-  for (const auto& kv : updates) {
-    if (!kv.second.empty() && !has_key(current, kv.first)) merged.push_back(kv);
-  }
-  return merged;
-}
-
 Result<uint64_t> parse_size_flag(std::string_view text) {
   PXD_TRY(uint64_t bytes, parse_size(text, kGiB));
   if (bytes == 0)

@@ -23,10 +23,6 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 // with a message naming the text.
 Result<Labels> parse_labels(const std::vector<std::string>& flags);
 
-// Applies `updates` to `current` as `pxctl volume update --label` does: a key with a value
-// sets or adds it, a key with an empty value removes it.
-Labels merge_labels(const Labels& current, const Labels& updates);
-
 // A --size value: a plain number is GiB ("10"), units as in pxd::parse_size ("512M",
 // "2T", "4096B"). Refuses zero.
 Result<uint64_t> parse_size_flag(std::string_view text);

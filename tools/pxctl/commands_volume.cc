@@ -43,8 +43,15 @@ void add_create(CLI::App& volume, Action* action) {
   cmd->add_option("--fs", o->fs, "Filesystem made on first mount")
       ->check(CLI::IsMember({"ext4", "xfs", "none"}))
       ->capture_default_str();
+  // Checked as text before conversion, so "abc" gets the same message as "1024".
   cmd->add_option("-b,--block_size,--block-size", o->block_size, "Block size in bytes")
-      ->check(CLI::IsMember({4096, 512}))
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            return text == "4096" || text == "512"
+                       ? std::string()
+                       : "block size '" + text + "' must be 4096 or 512";
+          },
+          "4096|512"))
       ->capture_default_str();
   add_label_option(*cmd, o->labels, "Labels k=v,k2=v2 (repeatable)");
   cmd->add_option("-r,--repl", o->replicas, "Replica count (above 1 needs a cluster)")
@@ -148,15 +155,21 @@ void add_update(CLI::App& volume, Action* action) {
       request.setName(o->name);
       request.setSizeBytes(size_bytes);
       if (set_labels) {
-        // The API replaces labels; merging here gives Portworx's meaning of --label. A
-        // concurrent label change between the two calls is lost (see the report on
-        // proto/control.capnp).
-        auto current = s.client().control().inspectVolumeRequest();
-        current.setName(o->name);
-        auto answer = s.client().call(current);
-        Labels merged = merge_labels(labels_from(answer.getVolume().getLabels()), updates);
-        request.setSetLabels(true);
-        fill_labels(request.initLabels(static_cast<unsigned>(merged.size())), merged);
+        // Portworx's meaning of --label: k=v sets, k= removes, others stay. pxd merges
+        // atomically, so concurrent label updates never lose each other's keys.
+        Labels set;
+        std::vector<std::string> remove;
+        for (const auto& [k, v] : updates) {
+          if (v.empty()) {
+            remove.push_back(k);
+          } else {
+            set.emplace_back(k, v);
+          }
+        }
+        request.setMergeLabels(true);
+        fill_labels(request.initLabels(static_cast<unsigned>(set.size())), set);
+        auto keys = request.initRemoveLabels(static_cast<unsigned>(remove.size()));
+        for (unsigned i = 0; i < remove.size(); ++i) keys.set(i, remove[i]);
       }
       auto response = s.client().call(request);
       auto v = response.getVolume();

@@ -34,14 +34,6 @@ TEST_CASE("labels: malformed lists are refused with the text in the message") {
   CHECK(twice.error().message() == "label key 'a' is given twice");
 }
 
-TEST_CASE("labels: update merges, an empty value removes, order is kept") {
-  Labels current{{"app", "pg"}, {"tier", "gold"}, {"zone", "a"}};
-  Labels merged = merge_labels(current, {{"tier", ""}, {"env", "prod"}, {"zone", "b"}});
-  CHECK(merged == Labels{{"app", "pg"}, {"zone", "b"}, {"env", "prod"}});
-  CHECK(merge_labels({}, {{"gone", ""}}).empty());
-  CHECK(merge_labels(current, {}) == current);
-}
-
 TEST_CASE("sizes: a plain number is GiB, units as pxd::parse_size") {
   CHECK(parse_size_flag("10").value() == 10 * kGiB);
   CHECK(parse_size_flag("512M").value() == 512 * kMiB);

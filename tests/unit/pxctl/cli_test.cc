@@ -221,16 +221,17 @@ TEST_CASE("requests carry what the user typed") {
         "createVolume db2 size=536870912 bs=512 fs=xfs repl=1 labels=app=pg,tier=gold,zone=a");
   CHECK(json::parse(create.out)["size"] == 512 << 20);
 
-  // --label on update merges into the current labels; k= removes k.
+  // --label on update asks pxd to merge: k=v sets, k= removes, in one call.
   Run update = run_pxctl({"--socket", socket, "volume", "update", "db", "--size", "20", "--label",
                           "tier=,env=prod", "-j"});
   REQUIRE(update.exit_code == 0);
-  CHECK(last_call() == "updateVolume db size=21474836480 set_labels=1 labels=app=pg,env=prod");
+  CHECK(last_call() ==
+        "updateVolume db size=21474836480 set_labels=0 merge=1 labels=env=prod remove=tier");
   CHECK(json::parse(update.out)["labels"] == json{{"app", "pg"}, {"env", "prod"}});
 
   Run grow = run_pxctl({"--socket", socket, "volume", "update", "db", "--size", "2T"});
   REQUIRE(grow.exit_code == 0);
-  CHECK(last_call() == "updateVolume db size=2199023255552 set_labels=0 labels=");
+  CHECK(last_call() == "updateVolume db size=2199023255552 set_labels=0 merge=0 labels= remove=");
 
   REQUIRE(run_pxctl({"--socket", socket, "volume", "snapshot", "create", "--name", "s2", "db"})
               .exit_code == 0);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -181,11 +182,30 @@ class FakeControl final : public proto::Control::Server {
     if (refused(r)) return kj::READY_NOW;
     auto p = context.getParams();
     Labels labels = pxctl::labels_from(p.getLabels());
+    std::string removed;
+    Labels result = p.getSetLabels() ? labels : kDbLabels;
+    for (auto key : p.getRemoveLabels()) {
+      removed += (removed.empty() ? "" : ",") + std::string(key.cStr());
+      std::erase_if(result, [&](const auto& kv) { return kv.first == key.cStr(); });
+    }
+    if (p.getMergeLabels()) {
+      for (const auto& kv : labels) {
+        auto it = std::find_if(result.begin(), result.end(),
+                               [&](const auto& have) { return have.first == kv.first; });
+        if (it == result.end()) {
+          result.push_back(kv);
+        } else {
+          it->second = kv.second;
+        }
+      }
+    }
     state_->record(std::string("updateVolume ") + p.getName().cStr() +
-                   " size=" + std::to_string(p.getSizeBytes()) + " set_labels=" +
-                   std::to_string(p.getSetLabels()) + " labels=" + pxctl::labels_text(labels));
+                   " size=" + std::to_string(p.getSizeBytes()) +
+                   " set_labels=" + std::to_string(p.getSetLabels()) +
+                   " merge=" + std::to_string(p.getMergeLabels()) +
+                   " labels=" + pxctl::labels_text(labels) + " remove=" + removed);
     set_status(r.initStatus(), Code::OK, "");
-    fill_volume(r.initVolume(), p.getName().cStr(), p.getSetLabels() ? labels : kDbLabels);
+    fill_volume(r.initVolume(), p.getName().cStr(), result);
     if (p.getSizeBytes() != 0) r.getVolume().setSizeBytes(p.getSizeBytes());
     return kj::READY_NOW;
   }
