@@ -28,7 +28,7 @@ struct BenchOptions {
   bool json = false;   // one JSON object per line instead of a table
   double seconds = 0;  // time budget of each measured case; 0 = the mode's default
   uint64_t size = 0;   // volume and raw file size of the data-path cases; 0 = default
-  std::string only;    // engine: run only the cases whose names contain this
+  std::string only;    // engine: run only the parts with a case whose name contains this
   std::string self;    // this executable, for the memory probe subprocess
 };
 

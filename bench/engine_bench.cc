@@ -123,6 +123,8 @@ void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTar
     if (qd == 1) report.add(raw_row(name + "-lat", x.mean_latency_us(), r.mean_latency_us(), "us"));
     Row diag = raw_row(name + "-vs-sparse", x.iops(), s.iops(), "iops");
     diag.baseline_name = "raw-sparse-odirect-uring";
+    diag.extra["pxd_cpu_us_per_op"] = x.cpu_us_per_op();
+    diag.extra["baseline_cpu_us_per_op"] = s.cpu_us_per_op();
     report.add(diag);
   }
 }
@@ -249,8 +251,11 @@ SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch,
       add_throughput_rows(report, w.name, qd, w.block, c.a, c.b, w.goal);
     }
   }
-  if (p.wants("freshwrite-4k")) bench_fresh_writes(p, scratch, *raw, report);
-  if (!p.wants("randread-4k-qd32-snap")) return {};
+  if (p.wants_any({"freshwrite-4k-qd1", "freshwrite-4k-qd32"}))
+    bench_fresh_writes(p, scratch, *raw, report);
+  bool chain = false;
+  for (uint32_t n : p.chain) chain = chain || p.wants("randread-4k-qd32-snap" + std::to_string(n));
+  if (!chain) return {};
   return bench_snapshot_chain(p, pool, volume, plain, report);
 }
 
@@ -260,9 +265,15 @@ void run_engine(const BenchOptions& options, Report& report) {
   progress("engine: working in " + scratch.path() + " (" + describe_filesystem(scratch.path()) +
            ")");
   SnapshotTimes small = bench_data_path(p, scratch.path(), report);
-  if (p.wants("snapcreate")) bench_large_volume_snapshots(p, scratch.path(), report, small);
-  if (p.wants("cpu-randread-4k-qd32") || p.wants("cpu-overwrite-4k-qd32")) bench_cpu(p, report);
-  if (p.wants("metadata-per") || p.wants("memory-per"))
+  if (p.wants_any({"fill-extents-4k-qd32", "snapcreate-p50", "snapcreate-p99", "inspect-volume-p50",
+                   "list-objects", "read-qd1-p99.9-lat-during-snapcreate",
+                   "read-qd1-max-lat-during-snapcreate"}))
+    bench_large_volume_snapshots(p, scratch.path(), report, small);
+  if (p.wants_any({"cpu-randread-4k-qd32", "cpu-overwrite-4k-qd32", "cpu-engine-randread-4k-qd32",
+                   "cpu-engine-overwrite-4k-qd32"}))
+    bench_cpu(p, report);
+  if (p.wants_any({"metadata-per-used", "metadata-per-written", "memory-per-gib-used",
+                   "memory-per-gib-written"}))
     bench_metadata_memory(p, options.self, scratch.path(), report);
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,11 +38,16 @@ struct EngineParams {
   uint64_t memory_write = 1ULL << 30;  // section 5
   uint64_t memory_volume = 64ULL << 30;
 
-  std::string only;  // run only the cases whose names contain this ("" = all)
+  std::string only;  // run only the parts with a case whose name contains this ("" = all)
 
   static EngineParams from(const BenchOptions& options);
   bool wants(std::string_view case_name) const {
     return only.empty() || case_name.find(only) != std::string_view::npos;
+  }
+  bool wants_any(std::initializer_list<std::string_view> case_names) const {
+    for (std::string_view name : case_names)
+      if (wants(name)) return true;
+    return false;
   }
 };
 

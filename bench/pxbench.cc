@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
   CLI::App* engine = app.add_subcommand("engine", "data path, snapshots, CPU, metadata, memory");
   add_common(engine, options);
   engine->add_option("--size", size_text, "volume and raw file size (e.g. 1G, 256M)");
-  engine->add_option("--only", options.only, "run only the cases whose names contain this");
+  engine->add_option("--only", options.only,
+                     "run only the parts with a case whose name contains this");
   CLI::App* chunk = app.add_subcommand("chunk-size", "the trade-offs of each chunk size");
   add_common(chunk, options);
   CLI::App* mem = app.add_subcommand("memory-probe", "(internal) one metadata/memory probe");
