@@ -249,7 +249,7 @@ uint32_t Pool::open_count(uint64_t id) {
   return it == opens_.end() ? 0 : it->second;
 }
 
-ObjectInfo Pool::describe(const metadb::ObjectRecord& rec) {
+ObjectInfo Pool::describe(const metadb::ObjectRecord& rec, bool with_space) {
   ObjectInfo info;
   info.id = rec.id;
   info.name = rec.name;
@@ -273,7 +273,7 @@ ObjectInfo Pool::describe(const metadb::ObjectRecord& rec) {
     if (it != objects_.end()) info.origin = it->second.name;
   }
   info.open_handles = open_count(rec.id);
-  account(rec, info);
+  if (with_space) account(rec, info);
   return info;
 }
 

@@ -144,7 +144,9 @@ class Pool {
   explicit Pool(std::unique_ptr<PoolState> state);
   Status load();
   Result<const metadb::ObjectRecord*> find(const std::string& name) const;
-  ObjectInfo describe(const metadb::ObjectRecord& rec);
+  // With `with_space`, walks the tree for exclusive and shared bytes (linear in its
+  // extents, under the tree lock).
+  ObjectInfo describe(const metadb::ObjectRecord& rec, bool with_space = true);
   uint32_t open_count(uint64_t id);
   Result<ObjectInfo> update_record(const std::string& name,
                                    const std::function<Status(metadb::ObjectRecord&)>& change);

@@ -63,7 +63,14 @@ Result<ObjectInfo> Pool::create_snapshot(const std::string& volume, const std::s
   objects_[vol.id] = vol;
   names_[snap.name] = snap.id;
   auto& stored = objects_[snap.id] = std::move(snap);
-  return describe(stored);
+  // A new snapshot shares everything it sees and owns nothing yet: answer without walking
+  // the tree (which costs time linear in its extents, holding the lock I/O needs).
+  ObjectInfo info = describe(stored, false);
+  {
+    std::lock_guard<std::mutex> tree_lock(tree->mu);
+    info.shared_bytes = static_cast<uint64_t>(tree->live.size()) * state_->chunk_size();
+  }
+  return info;
 }
 
 Result<ObjectInfo> Pool::clone(const std::string& source, const std::string& name,
