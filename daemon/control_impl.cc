@@ -56,25 +56,17 @@ kj::Promise<void> ControlImpl::listPools(ListPoolsContext context) {
 }
 
 kj::Promise<void> ControlImpl::createVolume(CreateVolumeContext context) {
-  if (refuse(context)) return kj::READY_NOW;
   auto request = create_request_from(context.getParams().getSpec());
-  if (request.has_error()) {
-    answer(context.getResults(), request.error());
-    return kj::READY_NOW;
-  }
+  if (rejected(context, request)) return kj::READY_NOW;
   return call(
       context, [node = &node_, r = std::move(request).value()] { return node->create_volume(r); },
       [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
 }
 
 kj::Promise<void> ControlImpl::listVolumes(ListVolumesContext context) {
-  if (refuse(context)) return kj::READY_NOW;
   auto params = context.getParams();
   auto selector = labels_from(params.getSelector());
-  if (selector.has_error()) {
-    answer(context.getResults(), selector.error());
-    return kj::READY_NOW;
-  }
+  if (rejected(context, selector)) return kj::READY_NOW;
   return call(
       context,
       [node = &node_, s = std::move(selector).value(), all = params.getIncludeSnapshots()] {
@@ -95,13 +87,9 @@ kj::Promise<void> ControlImpl::inspectVolume(InspectVolumeContext context) {
 }
 
 kj::Promise<void> ControlImpl::updateVolume(UpdateVolumeContext context) {
-  if (refuse(context)) return kj::READY_NOW;
   auto params = context.getParams();
   auto labels = labels_from(params.getLabels());
-  if (labels.has_error()) {
-    answer(context.getResults(), labels.error());
-    return kj::READY_NOW;
-  }
+  if (rejected(context, labels)) return kj::READY_NOW;
   std::vector<std::string> remove;
   for (auto key : params.getRemoveLabels()) {
     if (key.size() == 0 || key.size() > kMaxLabelBytes) {
@@ -138,13 +126,9 @@ kj::Promise<void> ControlImpl::deleteVolume(DeleteVolumeContext context) {
 }
 
 kj::Promise<void> ControlImpl::createSnapshot(CreateSnapshotContext context) {
-  if (refuse(context)) return kj::READY_NOW;
   auto params = context.getParams();
   auto labels = labels_from(params.getLabels());
-  if (labels.has_error()) {
-    answer(context.getResults(), labels.error());
-    return kj::READY_NOW;
-  }
+  if (rejected(context, labels)) return kj::READY_NOW;
   return call(
       context,
       [node = &node_, vol = std::string(params.getVolume()), name = std::string(params.getName()),
@@ -174,13 +158,9 @@ kj::Promise<void> ControlImpl::deleteSnapshot(DeleteSnapshotContext context) {
 }
 
 kj::Promise<void> ControlImpl::clone(CloneContext context) {
-  if (refuse(context)) return kj::READY_NOW;
   auto params = context.getParams();
   auto labels = labels_from(params.getLabels());
-  if (labels.has_error()) {
-    answer(context.getResults(), labels.error());
-    return kj::READY_NOW;
-  }
+  if (rejected(context, labels)) return kj::READY_NOW;
   return call(
       context,
       [node = &node_, src = std::string(params.getSource()), name = std::string(params.getName()),

@@ -49,6 +49,16 @@ class ControlImpl final : public proto::Control::Server {
   template <class Context>
   bool refuse(Context& context);
 
+  // Answers at once when the call may not run or `parsed` (the request's own checks)
+  // failed; the permission check comes first so a refused peer learns nothing else.
+  template <class Context, class T>
+  bool rejected(Context& context, const Result<T>& parsed) {
+    if (refuse(context)) return true;
+    if (!parsed.has_error()) return false;
+    set_status(context.getResults().initStatus(), parsed.error());
+    return true;
+  }
+
   // Runs work() (returning Result<T>) on the worker; on success fill(results, value).
   template <class Context, class Work, class Fill>
   kj::Promise<void> call(Context context, Work&& work, Fill&& fill);

@@ -92,7 +92,12 @@ VolumeView Node::view(const ObjectInfo& info) {
   auto fs = info.attributes.find(kFsAttr);
   v.fs = fs == info.attributes.end() ? "ext4" : fs->second;
   auto repl = info.attributes.find(kReplicasAttr);
-  v.replicas = repl == info.attributes.end() ? 1 : static_cast<uint32_t>(std::stoul(repl->second));
+  // Written by create_volume only; a damaged value reads as the single-node default.
+  v.replicas = 1;
+  if (repl != info.attributes.end()) {
+    unsigned long n = std::strtoul(repl->second.c_str(), nullptr, 10);
+    if (n >= 1 && n <= 3) v.replicas = static_cast<uint32_t>(n);
+  }
   v.parent = info.is_snapshot ? info.volume : info.origin;
   return v;
 }

@@ -515,8 +515,7 @@ Result<std::shared_ptr<Volume>> Pool::open_volume(const std::string& name) {
     return std::shared_ptr<Volume>(std::make_shared<SnapshotVolume>(
         *state_, id, rec->size_bytes, rec->block_size, std::move(map), on_close));
   }
-  auto volume =
-      std::make_shared<ThinVolume>(*state_, *tree, id, rec->size_bytes, rec->block_size, nullptr);
+  auto volume = std::make_shared<ThinVolume>(*state_, *tree, id, rec->size_bytes, rec->block_size);
   ThinVolume* raw = volume.get();
   {
     std::lock_guard<std::mutex> open_lock(open_mu_);

@@ -43,17 +43,8 @@ struct ThinVolume::Segment {
 };
 
 ThinVolume::ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes,
-                       uint32_t block_size, std::function<void()> on_close)
-    : pool_(pool),
-      tree_(tree),
-      id_(id),
-      size_(size_bytes),
-      block_size_(block_size),
-      on_close_(std::move(on_close)) {}
-
-ThinVolume::~ThinVolume() {
-  if (on_close_) on_close_();
-}
+                       uint32_t block_size)
+    : pool_(pool), tree_(tree), id_(id), size_(size_bytes), block_size_(block_size) {}
 
 void ThinVolume::submit(IoRing& ring, IoRequest* req) {
   req->ring = &ring;

@@ -26,10 +26,8 @@ namespace pxd {
 
 class ThinVolume final : public Volume {
  public:
-  // `on_close` runs when the handle is destroyed (the Pool counts open handles).
-  ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes, uint32_t block_size,
-             std::function<void()> on_close);
-  ~ThinVolume() override;
+  // The Pool counts open handles in the deleter of the shared_ptr it hands out.
+  ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes, uint32_t block_size);
 
   uint64_t id() const override { return id_; }
   uint64_t size_bytes() const override { return size_.load(std::memory_order_acquire); }
@@ -63,7 +61,6 @@ class ThinVolume final : public Volume {
   const uint64_t id_;
   std::atomic<uint64_t> size_;
   const uint32_t block_size_;
-  std::function<void()> on_close_;
 };
 
 }  // namespace pxd

@@ -31,8 +31,8 @@ struct PoolFixture {
     REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
     pool = std::move(r).value();
   }
-  void create(const std::string& name, uint64_t size = 16 * kMiB) {
-    auto r = pool->create_volume(VolumeSpec{name, size, 4096, {}, {}});
+  void create(const std::string& name, uint64_t size = 16 * kMiB, uint32_t block_size = 4096) {
+    auto r = pool->create_volume(VolumeSpec{name, size, block_size, {}, {}});
     REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
   }
   std::shared_ptr<Volume> open(const std::string& name) {

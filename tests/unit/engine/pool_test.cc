@@ -11,42 +11,17 @@ namespace pxd {
 namespace {
 
 using testing::all_bytes;
-using testing::SyncIo;
+using testing::PoolFixture;
 using testing::TempDir;
 
-constexpr uint32_t kChunk = 64 * 1024;
-
-std::unique_ptr<Pool> make_pool(const TempDir& dir, uint64_t bytes = 64 * kMiB) {
-  PoolOptions opts;
-  opts.devices.push_back({dir / "pool0.img", bytes});
-  opts.chunk_size = kChunk;
-  auto pool = Pool::create(dir / "meta", opts);
-  REQUIRE_MESSAGE(pool.has_value(), pool.error().to_string());
-  return std::move(pool).value();
-}
-
-std::shared_ptr<Volume> open(Pool& pool, const std::string& name) {
-  auto v = pool.open_volume(name);
-  REQUIRE_MESSAGE(v.has_value(), v.error().to_string());
-  return v.value();
-}
-
-void create(Pool& pool, const std::string& name, uint64_t size = 16 * kMiB,
-            uint32_t block_size = 4096) {
-  VolumeSpec spec;
-  spec.name = name;
-  spec.size_bytes = size;
-  spec.block_size = block_size;
-  auto r = pool.create_volume(spec);
-  REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
-}
+constexpr uint32_t kChunk = testing::kTestChunk;
 
 TEST_CASE("a new volume reads zeros and returns what was written") {
-  TempDir dir;
-  auto pool = make_pool(dir);
-  create(*pool, "v");
-  auto v = open(*pool, "v");
-  SyncIo io;
+  PoolFixture f;
+  auto& pool = f.pool;
+  auto& io = f.io;
+  f.create("v");
+  auto v = f.open("v");
   CHECK(all_bytes(io.read(*v, 0, 128 * 1024), 0));
   CHECK(io.write_fill(*v, 4096, 8192, 0xAB) == 0);
   auto data = io.read(*v, 0, 16384);
@@ -61,11 +36,11 @@ TEST_CASE("a new volume reads zeros and returns what was written") {
 }
 
 TEST_CASE("an overwrite of an owned chunk writes no metadata") {
-  TempDir dir;
-  auto pool = make_pool(dir);
-  create(*pool, "v");
-  auto v = open(*pool, "v");
-  SyncIo io;
+  PoolFixture f;
+  auto& pool = f.pool;
+  auto& io = f.io;
+  f.create("v");
+  auto v = f.open("v");
   REQUIRE(io.write_fill(*v, 0, 4096, 1) == 0);
   uint64_t commits = pool->usage().metadata_commits;
   for (int i = 0; i < 10; ++i) REQUIRE(io.write_fill(*v, 4096 * i, 4096, 2) == 0);
@@ -75,11 +50,11 @@ TEST_CASE("an overwrite of an owned chunk writes no metadata") {
 }
 
 TEST_CASE("discard and write-zeroes read as zeros and give whole chunks back") {
-  TempDir dir;
-  auto pool = make_pool(dir);
-  create(*pool, "v");
-  auto v = open(*pool, "v");
-  SyncIo io;
+  PoolFixture f;
+  auto& pool = f.pool;
+  auto& io = f.io;
+  f.create("v");
+  auto v = f.open("v");
   REQUIRE(io.write_fill(*v, 0, 4 * kChunk, 0x5A) == 0);
   CHECK(pool->usage().used_bytes == 4 * kChunk);
   CHECK(io.discard(*v, 0, kChunk) == 0);                // whole chunk
@@ -98,11 +73,11 @@ TEST_CASE("discard and write-zeroes read as zeros and give whole chunks back") {
 }
 
 TEST_CASE("bad I/O is refused with EINVAL and changes nothing") {
-  TempDir dir;
-  auto pool = make_pool(dir);
-  create(*pool, "v", 1 * kMiB);
-  auto v = open(*pool, "v");
-  SyncIo io;
+  PoolFixture f;
+  auto& pool = f.pool;
+  auto& io = f.io;
+  f.create("v", 1 * kMiB);
+  auto v = f.open("v");
   testing::AlignedBuf buf(8192);
   CHECK(io.run(*v, IoOp::kWrite, 0, 0, buf.data) == -EINVAL);                  // zero length
   CHECK(io.run(*v, IoOp::kWrite, 512, 4096, buf.data) == -EINVAL);             // misaligned
@@ -115,12 +90,12 @@ TEST_CASE("bad I/O is refused with EINVAL and changes nothing") {
 }
 
 TEST_CASE("512-byte blocks") {
-  TempDir dir;
-  auto pool = make_pool(dir);
-  create(*pool, "small", 1 * kMiB, 512);
-  auto v = open(*pool, "small");
+  PoolFixture f;
+  auto& pool = f.pool;
+  auto& io = f.io;
+  f.create("small", 1 * kMiB, 512);
+  auto v = f.open("small");
   CHECK(v->block_size() == 512);
-  SyncIo io;
   CHECK(io.write_fill(*v, 512, 512, 7) == 0);
   auto d = io.read(*v, 0, 1536);
   CHECK(all_bytes({d.begin(), d.begin() + 512}, 0));
@@ -128,8 +103,9 @@ TEST_CASE("512-byte blocks") {
 }
 
 TEST_CASE("names, sizes and block sizes are checked") {
-  TempDir dir;
-  auto pool = make_pool(dir);
+  PoolFixture f;
+  auto& pool = f.pool;
+  auto& io = f.io;
   auto try_create = [&](const std::string& name, uint64_t size, uint32_t bs = 4096) {
     VolumeSpec spec{name, size, bs, {}, {}};
     auto r = pool->create_volume(spec);
@@ -152,11 +128,11 @@ TEST_CASE("names, sizes and block sizes are checked") {
 }
 
 TEST_CASE("volumes grow online and refuse to shrink") {
-  TempDir dir;
-  auto pool = make_pool(dir);
-  create(*pool, "v", 1 * kMiB);
-  auto v = open(*pool, "v");
-  SyncIo io;
+  PoolFixture f;
+  auto& pool = f.pool;
+  auto& io = f.io;
+  f.create("v", 1 * kMiB);
+  auto v = f.open("v");
   CHECK(io.write_fill(*v, 1 * kMiB, 4096, 1) == -EINVAL);
   auto grown = pool->resize("v", 2 * kMiB);
   REQUIRE(grown.has_value());
@@ -170,39 +146,38 @@ TEST_CASE("volumes grow online and refuse to shrink") {
 }
 
 TEST_CASE("data, volumes and snapshots survive close and reopen") {
-  TempDir dir;
+  PoolFixture f;
   {
-    auto pool = make_pool(dir);
-    create(*pool, "v");
-    auto v = open(*pool, "v");
-    SyncIo io;
-    REQUIRE(io.write_fill(*v, 0, kChunk, 0x42) == 0);
-    REQUIRE(pool->create_snapshot("v", "s1").has_value());
-    REQUIRE(io.write_fill(*v, 0, 4096, 0x43) == 0);
-    REQUIRE(io.flush(*v) == 0);
+    f.create("v");
+    auto v = f.open("v");
+    REQUIRE(f.io.write_fill(*v, 0, kChunk, 0x42) == 0);
+    f.snapshot("v", "s1");
+    REQUIRE(f.io.write_fill(*v, 0, 4096, 0x43) == 0);
+    REQUIRE(f.io.flush(*v) == 0);
   }
-  auto reopened = Pool::open(dir / "meta");
+  f.pool.reset();
+  auto reopened = Pool::open(f.dir / "meta");
   REQUIRE_MESSAGE(reopened.has_value(), reopened.error().to_string());
-  auto& pool = *reopened.value();
-  SyncIo io;
-  auto v = open(pool, "v");
-  auto s = open(pool, "s1");
-  CHECK(all_bytes(io.read(*v, 0, 4096), 0x43));
-  CHECK(all_bytes(io.read(*v, 4096, kChunk - 4096), 0x42));
-  CHECK(all_bytes(io.read(*s, 0, kChunk), 0x42));
-  CHECK(pool.usage().used_bytes == 2 * kChunk);
+  f.pool = std::move(reopened).value();
+  auto v = f.open("v");
+  auto s = f.open("s1");
+  CHECK(all_bytes(f.io.read(*v, 0, 4096), 0x43));
+  CHECK(all_bytes(f.io.read(*v, 4096, kChunk - 4096), 0x42));
+  CHECK(all_bytes(f.io.read(*s, 0, kChunk), 0x42));
+  CHECK(f.used() == 2 * kChunk);
 }
 
 TEST_CASE("opening a missing pool or a device of another pool fails clearly") {
-  TempDir dir;
-  auto r = Pool::open(dir / "nothing");
+  TempDir empty;
+  auto r = Pool::open(empty / "nothing");
   REQUIRE(r.has_error());
   CHECK(r.error().code() == StatusCode::kNotFound);
-  { auto pool = make_pool(dir); }
-  TempDir other;
-  { auto pool2 = make_pool(other); }
+  PoolFixture mine, other;
+  mine.pool.reset();
+  other.pool.reset();
+  const TempDir& dir = mine.dir;
   // Swap in another pool's device file.
-  std::filesystem::copy_file(other / "pool0.img", dir / "pool0.img",
+  std::filesystem::copy_file(other.dir / "pool0.img", dir / "pool0.img",
                              std::filesystem::copy_options::overwrite_existing);
   auto mixed = Pool::open(dir / "meta");
   REQUIRE(mixed.has_error());
