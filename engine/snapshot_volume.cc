@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "engine/map_extents.h"
+
 namespace pxd {
 
 SnapshotVolume::SnapshotVolume(PoolState& pool, uint64_t id, uint64_t size_bytes,
@@ -22,6 +24,11 @@ SnapshotVolume::~SnapshotVolume() {
 void SnapshotVolume::step(IoRequest* req, int result) {
   if (result < 0 && req->status == 0) req->status = result;
   if (--req->pending == 0) req->done(req, req->status);
+}
+
+void SnapshotVolume::map_extents(uint64_t offset, uint64_t length,
+                                 std::vector<VolumeExtent>& out) const {
+  map_chunk_extents(map_, pool_.chunk_size(), size_, offset, length, out);
 }
 
 void SnapshotVolume::submit(IoRing& ring, IoRequest* req) {

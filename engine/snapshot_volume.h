@@ -28,6 +28,8 @@ class SnapshotVolume final : public Volume {
   uint32_t block_size() const override { return block_size_; }
   bool read_only() const override { return true; }
   void submit(IoRing& ring, IoRequest* req) override;
+  void map_extents(uint64_t offset, uint64_t length,
+                   std::vector<VolumeExtent>& out) const override;
 
  private:
   static void step(IoRequest* req, int result);

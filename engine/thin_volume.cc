@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/map_extents.h"
 #include "engine/pending_change.h"
 
 namespace pxd {
@@ -90,6 +91,12 @@ void ThinVolume::submit(IoRing& ring, IoRequest* req) {
       dispatch_mutation(req);
       break;
   }
+}
+
+void ThinVolume::map_extents(uint64_t offset, uint64_t length,
+                             std::vector<VolumeExtent>& out) const {
+  std::lock_guard<std::mutex> lock(tree_.mu);
+  map_chunk_extents(tree_.live, pool_.chunk_size(), size_bytes(), offset, length, out);
 }
 
 void ThinVolume::step(IoRequest* req, int result) {

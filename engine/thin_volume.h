@@ -34,6 +34,8 @@ class ThinVolume final : public Volume {
   uint32_t block_size() const override { return block_size_; }
   bool read_only() const override { return false; }
   void submit(IoRing& ring, IoRequest* req) override;
+  void map_extents(uint64_t offset, uint64_t length,
+                   std::vector<VolumeExtent>& out) const override;
 
   // Grows the device (the Pool has committed the new size).
   void set_size(uint64_t size_bytes) { size_.store(size_bytes, std::memory_order_release); }

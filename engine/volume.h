@@ -29,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "engine/io_ring.h"
 
@@ -70,6 +71,14 @@ struct IoRequest final : IoCompletion {
   void on_complete(int result) override { volume_step(this, result); }
 };
 
+// A run of a volume's address space that is either allocated (backed by pool data) or a
+// hole (reads as zeros without touching the pool).
+struct VolumeExtent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool allocated = false;
+};
+
 class Volume {
  public:
   virtual ~Volume() = default;
@@ -80,6 +89,29 @@ class Volume {
   virtual bool read_only() const = 0;
 
   virtual void submit(IoRing& ring, IoRequest* req) = 0;
+
+  // Appends to `out` the allocation map of [offset, offset + length), clipped to the
+  // volume's size, at chunk granularity, adjacent runs of the same kind merged. A chunk
+  // whose first write is still in flight counts as allocated. Synchronous and cheap (the
+  // in-memory map, no I/O); may be called from any thread. Used by NBD block status and
+  // sparse export.
+  virtual void map_extents(uint64_t offset, uint64_t length,
+                           std::vector<VolumeExtent>& out) const = 0;
 };
+
+// Appends [offset, offset + length) to `out`, merging with the last run if it is of the
+// same kind and adjacent. Shared by the Volume implementations.
+inline void append_extent(std::vector<VolumeExtent>& out, uint64_t offset, uint64_t length,
+                          bool allocated) {
+  if (length == 0) return;
+  if (!out.empty()) {
+    VolumeExtent& last = out.back();
+    if (last.allocated == allocated && last.offset + last.length == offset) {
+      last.length += length;
+      return;
+    }
+  }
+  out.push_back({offset, length, allocated});
+}
 
 }  // namespace pxd
