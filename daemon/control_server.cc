@@ -1,31 +1,22 @@
 #include "daemon/control_server.h"
 
 #include <capnp/rpc-twoparty.h>
-#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 
 #include "common/log.h"
+#include "common/peer_credentials.h"
+#include "common/unix_socket.h"
 #include "daemon/control_impl.h"
 #include "daemon/convert.h"
 #include "daemon/version.h"
 
 namespace pxd::daemon {
-
-std::optional<gid_t> pxd_group() {
-  struct group grp;
-  struct group* found = nullptr;
-  char buf[4096];
-  if (getgrnam_r("pxd", &grp, buf, sizeof(buf), &found) == 0 && found) return found->gr_gid;
-  return std::nullopt;
-}
 
 ControlWorker::ControlWorker() {
   std::mutex mu;
@@ -65,23 +56,8 @@ bool peer_allowed(kj::AsyncIoStream& stream, std::string* who) {
     *who = "unknown peer";
     return false;
   }
-  *who = "pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
-  if (cred.uid == 0 || cred.uid == ::geteuid()) return true;
-  std::optional<gid_t> group = pxd_group();
-  if (!group) return false;
-  if (cred.gid == *group) return true;
-  // Supplementary groups of the connecting process.
-  std::ifstream status("/proc/" + std::to_string(cred.pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Groups:", 0) != 0) continue;
-    std::istringstream groups(line.substr(7));
-    unsigned long g;
-    while (groups >> g) {
-      if (g == *group) return true;
-    }
-  }
-  return false;
+  *who = describe_peer(cred);
+  return pxd::peer_allowed(cred);
 }
 
 struct Connection {
@@ -154,33 +130,7 @@ ControlServer::~ControlServer() {
 }
 
 Status ControlServer::listen(const std::string& path) {
-  if (path.empty() || path[0] != '/')
-    return invalid_argument("control socket '" + path + "' must be an absolute path");
-  if (path.size() >= sizeof(sockaddr_un::sun_path))
-    return invalid_argument("control socket path '" + path + "' is longer than " +
-                            std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes");
-  std::optional<gid_t> group = pxd_group();
-  std::string dir = path.substr(0, path.rfind('/'));
-  if (dir.empty()) dir = "/";
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0) {
-    // A directory pxd makes gets the socket's access rule.
-    if (::mkdir(dir.c_str(), group ? 0750 : 0700) != 0 && errno != EEXIST)
-      return errno_status(errno, "create " + dir);
-    if (group && ::chown(dir.c_str(), 0, *group) != 0 && ::geteuid() == 0)
-      return errno_status(errno, "chown " + dir);
-  }
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return failed_precondition(path + " exists and is not a socket");
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
-    bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    ::close(fd);
-    if (live) return busy("another process is serving the control socket " + path);
-    ::unlink(path.c_str());  // left by a pxd that died
-  }
+  PXD_RETURN_IF_ERROR(prepare_socket_path(path, "control socket"));
   try {
     auto addr = impl_->io.provider->getNetwork()
                     .parseAddress(kj::str("unix:", path.c_str()))
@@ -190,9 +140,7 @@ Status ControlServer::listen(const std::string& path) {
     return io_error("listen on " + path + ": " + e.getDescription().cStr());
   }
   impl_->path = path;
-  if (::chmod(path.c_str(), group ? 0660 : 0600) != 0) return errno_status(errno, "chmod " + path);
-  if (group && ::chown(path.c_str(), 0, *group) != 0 && ::geteuid() == 0)
-    return errno_status(errno, "chown " + path);
+  PXD_RETURN_IF_ERROR(restrict_socket(path));
   impl_->accepting_loop = impl_->accept_loop().eagerlyEvaluate([](kj::Exception&& e) {
     PXD_LOG(kError) << "control socket stopped accepting: " << e.getDescription().cStr();
   });

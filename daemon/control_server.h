@@ -56,7 +56,4 @@ class ControlServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// The group whose members may use the control API, if it exists.
-std::optional<gid_t> pxd_group();
-
 }  // namespace pxd::daemon
