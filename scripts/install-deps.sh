@@ -6,6 +6,7 @@ packages=(
   liburing-dev librocksdb-dev libboost-dev nlohmann-json3-dev doctest-dev
   capnproto libcapnp-dev libsodium-dev libnbd-dev libcli11-dev libtomlplusplus-dev libsystemd-dev
   fio util-linux e2fsprogs xfsprogs
+  libnbd-bin nbdkit fuse3 libblkid-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -176,39 +176,28 @@ PxdProcess::PxdProcess(const std::string& dir, PxdOptions options)
       notify_(dir + "/notify.sock") {}
 
 PxdProcess::~PxdProcess() {
-  if (pid_ > 0) stop(std::chrono::seconds(20));
+  child_.stop(std::chrono::seconds(20));
 }
 
-bool PxdProcess::start() {
-  std::vector<std::string> argv = {pxd_binary(),          "--data-dir", data_dir_,
-                                   "--control-socket",    socket_,      "--pool",
-                                   dir_ + "/pool0.img:4G"};
-  argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
-  std::vector<std::string> extra = options_.env;
-  extra.push_back("NOTIFY_SOCKET=" + notify_.path());
-  std::vector<std::string> env = environment_with(extra);
+bool Child::start(const std::vector<std::string>& argv_in, const std::string& log_path,
+                  const std::vector<std::string>& env_extra) {
+  std::vector<std::string> argv = argv_in;
+  std::vector<std::string> env = environment_with(env_extra);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0600);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   auto cargv = c_strings(argv);
   auto cenv = c_strings(env);
-  int rc = ::posix_spawn(&pid_, cargv[0], &actions, nullptr, cargv.data(), cenv.data());
+  int rc = ::posix_spawnp(&pid_, cargv[0], &actions, nullptr, cargv.data(), cenv.data());
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    pid_ = -1;
-    return false;
-  }
-  if (!options_.wait_ready) return true;
-  auto deadline = Clock::now() + std::chrono::seconds(30);
-  while (Clock::now() < deadline) {
-    if (notify_.wait_for("READY=1", std::chrono::milliseconds(100), nullptr)) return true;
-    if (!running()) return false;
-  }
-  return false;
+  if (rc != 0) pid_ = -1;
+  return rc == 0;
 }
 
-bool PxdProcess::running() {
+bool Child::running() {
   if (pid_ <= 0) return false;
   int status;
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
@@ -219,7 +208,7 @@ bool PxdProcess::running() {
   return true;
 }
 
-int PxdProcess::stop(std::chrono::milliseconds timeout) {
+int Child::stop(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return -1;
   ::kill(pid_, SIGTERM);
   int code = wait_pid(pid_, timeout);
@@ -232,11 +221,51 @@ int PxdProcess::stop(std::chrono::milliseconds timeout) {
   return code;
 }
 
-void PxdProcess::kill9() {
+void Child::kill9() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);
   wait_pid(pid_, std::chrono::seconds(10));
   pid_ = -1;
+}
+
+bool wait_until(const std::function<bool()>& ready, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (ready()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+bool PxdProcess::start() {
+  std::vector<std::string> argv = {pxd_binary(),          "--data-dir", data_dir_,
+                                   "--control-socket",    socket_,      "--pool",
+                                   dir_ + "/pool0.img:4G"};
+  // A private NBD socket too: tests run in parallel, each with its own pxd.
+  argv.insert(argv.end(), {"--nbd-socket", dir_ + "/run/nbd.sock"});
+  argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+  std::vector<std::string> extra = options_.env;
+  extra.push_back("NOTIFY_SOCKET=" + notify_.path());
+  if (!child_.start(argv, log_, extra)) return false;
+  if (!options_.wait_ready) return true;
+  auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (Clock::now() < deadline) {
+    if (notify_.wait_for("READY=1", std::chrono::milliseconds(100), nullptr)) return true;
+    if (!running()) return false;
+  }
+  return false;
+}
+
+bool PxdProcess::running() {
+  return child_.running();
+}
+
+int PxdProcess::stop(std::chrono::milliseconds timeout) {
+  return child_.stop(timeout);
+}
+
+void PxdProcess::kill9() {
+  child_.kill9();
 }
 
 std::string PxdProcess::log() const {

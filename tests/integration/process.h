@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,34 @@ class NotifySocket {
   int fd_ = -1;
 };
 
+// A background process (a server a test needs: nbdkit, qemu-nbd, pxd) with its output in
+// a log file, stopped on destruction.
+class Child {
+ public:
+  Child() = default;
+  ~Child() { stop(std::chrono::seconds(10)); }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  // Starts argv[0] with argv and extra environment ("K=V"), stdout and stderr appended to
+  // `log_path`. False if it could not be started.
+  bool start(const std::vector<std::string>& argv, const std::string& log_path,
+             const std::vector<std::string>& env = {});
+  bool running();
+  // SIGTERM, then SIGKILL after `timeout`; returns the exit code (-signal if killed), or
+  // -1 if it was not running.
+  int stop(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  void kill9();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Polls `ready` every 20 ms until it is true or `timeout` passes.
+bool wait_until(const std::function<bool()>& ready,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
 struct PxdOptions {
   std::vector<std::string> extra_args;
   std::vector<std::string> env;
@@ -66,13 +95,13 @@ class PxdProcess {
   const std::string& log_path() const { return log_; }
   std::string log() const;
   NotifySocket& notify() { return notify_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_.pid(); }
 
  private:
   std::string dir_, data_dir_, socket_, log_;
   PxdOptions options_;
   NotifySocket notify_;
-  pid_t pid_ = -1;
+  Child child_;
 };
 
 // pxctl against `socket`, with -j when json.
