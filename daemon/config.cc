@@ -11,6 +11,9 @@ const std::vector<ConfigKey>& config_keys() {
   static const std::vector<ConfigKey> keys = {
       {"data_dir", "string", "state and the default pool (default /var/lib/pxd)"},
       {"control_socket", "string", "control API socket (default /run/pxd/pxd.sock)"},
+      {"nbd_socket", "string", "NBD export socket (default /run/pxd/nbd.sock; \"\" disables)"},
+      {"nbd_listen", "string",
+       "NBD over TCP: PORT (loopback) or ADDR:PORT; unauthenticated (default off)"},
       {"pools", "array of strings",
        "pool devices, each \"PATH\" or \"PATH:SIZE\" (default: one "
        "sparse file in data_dir sized from free space)"},
@@ -80,6 +83,10 @@ Status load_config_file(Config* config) {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->data_dir));
     } else if (key == "control_socket") {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->control_socket));
+    } else if (key == "nbd_socket") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->nbd_socket));
+    } else if (key == "nbd_listen") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->nbd_listen));
     } else if (key == "node_name") {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->node_name));
     } else if (key == "pools") {

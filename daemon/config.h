@@ -27,6 +27,8 @@ struct Config {
   bool config_path_given = false;  // a missing file named explicitly is an error
   std::string data_dir = "/var/lib/pxd";
   std::string control_socket = "/run/pxd/pxd.sock";
+  std::string nbd_socket = "/run/pxd/nbd.sock";  // "" disables the NBD unix socket
+  std::string nbd_listen;                        // NBD over TCP: "" (off), PORT or ADDR:PORT
   std::vector<PoolDeviceSetting> pools;  // empty: one sparse file in data_dir
   std::string node_name;                 // empty: the host name
   std::map<std::string, std::string> labels;

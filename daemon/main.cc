@@ -17,6 +17,7 @@
 #include "daemon/node.h"
 #include "daemon/systemd_notify.h"
 #include "daemon/version.h"
+#include "nbd/server.h"
 
 namespace pxd::daemon {
 namespace {
@@ -42,11 +43,15 @@ std::string help_footer() {
 // stop with, or -1 to run.
 int read_settings(int argc, char** argv, Config* config) {
   CLI::App app{"pxd: container-native block storage daemon", "pxd"};
-  std::string data_dir, socket, node_name, log_level, config_path;
+  std::string data_dir, socket, node_name, log_level, config_path, nbd_socket, nbd_listen;
   std::vector<std::string> pools, labels;
   app.add_option("--config", config_path, "config file (default /etc/pxd/pxd.conf)");
   app.add_option("--data-dir", data_dir, "state and default pool (default /var/lib/pxd)");
   app.add_option("--control-socket", socket, "control API socket (default /run/pxd/pxd.sock)");
+  app.add_option("--nbd-socket", nbd_socket,
+                 "NBD export socket (default /run/pxd/nbd.sock; \"\" disables)");
+  app.add_option("--nbd-listen", nbd_listen,
+                 "NBD over TCP: PORT (loopback) or ADDR:PORT, unauthenticated (default off)");
   app.add_option("--pool", pools,
                  "pool device PATH[:SIZE], repeatable (default: sparse file in data dir)");
   app.add_option("--node-name", node_name, "this node's name (default: host name)");
@@ -75,6 +80,8 @@ int read_settings(int argc, char** argv, Config* config) {
   };
   if (app.count("--data-dir")) config->data_dir = data_dir;
   if (app.count("--control-socket")) config->control_socket = socket;
+  if (app.count("--nbd-socket")) config->nbd_socket = nbd_socket;
+  if (app.count("--nbd-listen")) config->nbd_listen = nbd_listen;
   if (app.count("--node-name")) config->node_name = node_name;
   if (app.count("--pool")) {
     config->pools.clear();
@@ -93,6 +100,9 @@ int read_settings(int argc, char** argv, Config* config) {
         invalid_argument("log level '" + log_level + "' is not one of debug, info, warn, error"));
   if (config->data_dir.empty() || config->data_dir[0] != '/')
     return fail(invalid_argument("data dir '" + config->data_dir + "' must be an absolute path"));
+  if (!config->nbd_socket.empty() && config->nbd_socket[0] != '/')
+    return fail(
+        invalid_argument("NBD socket '" + config->nbd_socket + "' must be an absolute path"));
   if (config->node_name.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof(host) - 1);
@@ -147,6 +157,20 @@ int run(const Config& config) {
     PXD_LOG(kError) << "the control socket does not answer: " << e.getDescription().cStr();
     return kExitFailure;
   }
+  // NBD exports (nbd/server.h); its handles are released before the Node closes the pool.
+  std::unique_ptr<nbd::Server> nbd_server;
+  if (!config.nbd_socket.empty() || !config.nbd_listen.empty()) {
+    nbd::ServerOptions nbd_options;
+    nbd_options.unix_path = config.nbd_socket;
+    nbd_options.tcp_listen = config.nbd_listen;
+    auto started = nbd::Server::start(nbd_options, *node.value());
+    if (started.has_value()) {
+      nbd_server = std::move(started).value();
+    } else {
+      PXD_LOG(kError) << "cannot serve NBD: " << started.error().message();
+      return kExitFailure;
+    }
+  }
   NodeView status = node.value()->status();
   std::string ready = "serving " + std::to_string(status.volumes) + " volumes, " +
                       std::to_string(status.snapshots) + " snapshots on " + config.control_socket;
@@ -160,6 +184,8 @@ int run(const Config& config) {
   PXD_LOG(kInfo) << "signal " << signal.si_signo << ": stopping";
   notify_stopping();
   server.stop_accepting();
+  // NBD clients get no new requests read; those in flight complete and are answered.
+  if (nbd_server) nbd_server->stop();
   bool drained = server.drain(config.shutdown_timeout_seconds * kj::SECONDS).wait(io.waitScope);
   if (!drained) PXD_LOG(kWarn) << "stopping with control calls still running";
   Status synced = node.value()->sync();

@@ -243,4 +243,14 @@ Status Node::sync() {
   return pool_->sync();
 }
 
+Result<std::shared_ptr<Volume>> Node::open_export(const std::string& name) {
+  return pool_->open_volume(name);
+}
+
+std::vector<std::string> Node::list_exports() {
+  std::vector<std::string> names;
+  for (const ObjectInfo& info : pool_->list()) names.push_back(info.name);
+  return names;
+}
+
 }  // namespace pxd::daemon

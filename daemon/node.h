@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "daemon/config.h"
 #include "engine/pool.h"
+#include "nbd/server.h"
 
 namespace pxd::daemon {
 
@@ -51,7 +52,7 @@ struct NodeView {
   uint32_t snapshots = 0;
 };
 
-class Node {
+class Node : public nbd::ExportProvider {
  public:
   // Opens the pool under config.data_dir, creating it (and its default sparse file) on
   // first start. Devices named in the config must match an existing pool's.
@@ -75,6 +76,10 @@ class Node {
   Result<VolumeView> restore(const std::string& volume, const std::string& snapshot);
   // Makes everything durable (at shutdown).
   Status sync();
+
+  // nbd::ExportProvider: every volume (read-write) and snapshot (read-only) by name.
+  Result<std::shared_ptr<Volume>> open_export(const std::string& name) override;
+  std::vector<std::string> list_exports() override;
 
   static const char* default_pool_file() { return "pool0.img"; }
 

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -241,8 +242,10 @@ bool PxdProcess::start() {
   std::vector<std::string> argv = {pxd_binary(),          "--data-dir", data_dir_,
                                    "--control-socket",    socket_,      "--pool",
                                    dir_ + "/pool0.img:4G"};
-  // A private NBD socket too: tests run in parallel, each with its own pxd.
-  argv.insert(argv.end(), {"--nbd-socket", dir_ + "/run/nbd.sock"});
+  // A private NBD socket too (tests run in parallel), unless the test names one.
+  if (std::find(options_.extra_args.begin(), options_.extra_args.end(), "--nbd-socket") ==
+      options_.extra_args.end())
+    argv.insert(argv.end(), {"--nbd-socket", dir_ + "/run/nbd.sock"});
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   std::vector<std::string> extra = options_.env;
   extra.push_back("NOTIFY_SOCKET=" + notify_.path());
