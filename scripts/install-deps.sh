@@ -7,6 +7,7 @@ packages=(
   capnproto libcapnp-dev libsodium-dev libnbd-dev libcli11-dev libtomlplusplus-dev libsystemd-dev
   fio util-linux e2fsprogs xfsprogs
   libnbd-bin nbdkit fuse3 libblkid-dev
+  qemu-system-x86 cpio kmod xz-utils
 )
 missing=()
 for p in "${packages[@]}"; do
