@@ -14,6 +14,7 @@
 
 #include "tests/unit/nbd/nbd_client.h"
 #include "tests/unit/nbd/nbd_fixture.h"
+#include "tests/unit/nbd/test_volumes.h"
 
 namespace pxd::testing {
 namespace {
@@ -325,86 +326,10 @@ TEST_CASE("option haggling: INFO, LIST, LIST_META_CONTEXT, unknown exports, ABOR
                 missing.connect_error());
 }
 
-// A Volume that holds requests back until `target` of them are waiting (or a deadline),
-// to show how many the server has in flight at once.
-class GateVolume : public Volume {
- public:
-  GateVolume(std::shared_ptr<Volume> inner, uint32_t target) : inner_(inner), target_(target) {}
-  uint64_t id() const override { return inner_->id(); }
-  uint64_t size_bytes() const override { return inner_->size_bytes(); }
-  uint32_t block_size() const override { return inner_->block_size(); }
-  bool read_only() const override { return inner_->read_only(); }
-  void map_extents(uint64_t o, uint64_t l, std::vector<VolumeExtent>& out) const override {
-    inner_->map_extents(o, l, out);
-  }
-  void submit(IoRing& ring, IoRequest* req) override {
-    held_.push_back(req);
-    peak_ = std::max<uint32_t>(peak_, static_cast<uint32_t>(held_.size()));
-    if (held_.size() >= target_ || released_) {
-      release(ring);
-      return;
-    }
-    if (!timer_armed_) {
-      // Release anyway after a while: the test then fails on the peak, never hangs.
-      timer_armed_ = true;
-      timer_.gate = this;
-      timer_.ring = &ring;
-      timer_.ts.tv_sec = 3;
-      io_uring_sqe* sqe = ring.get_sqe(&timer_);
-      io_uring_prep_timeout(sqe, &timer_.ts, 0, 0);
-      io_uring_sqe_set_data(sqe, &timer_);
-    }
-  }
-  uint32_t peak() const { return peak_; }
-
- private:
-  void release(IoRing& ring) {
-    released_ = true;
-    std::vector<IoRequest*> now;
-    now.swap(held_);
-    for (IoRequest* r : now) inner_->submit(ring, r);
-  }
-  std::shared_ptr<Volume> inner_;
-  const uint32_t target_;
-  struct Timer final : IoCompletion {
-    void on_complete(int) override { gate->release(*ring); }
-    GateVolume* gate = nullptr;
-    IoRing* ring = nullptr;
-    __kernel_timespec ts{};
-  };
-  std::vector<IoRequest*> held_;
-  Timer timer_;
-  uint32_t peak_ = 0;
-  bool released_ = false;
-  bool timer_armed_ = false;
-};
-
-class GateExports : public nbd::ExportProvider {
- public:
-  GateExports(Pool& pool, uint32_t target) : inner_(pool), target_(target) {}
-  Result<std::shared_ptr<Volume>> open_export(const std::string& name) override {
-    PXD_TRY(auto v, inner_.open_export(name));
-    std::lock_guard<std::mutex> lock(mu_);
-    gate_ = std::make_shared<GateVolume>(v, target_);
-    return std::shared_ptr<Volume>(gate_);
-  }
-  std::vector<std::string> list_exports() override { return inner_.list_exports(); }
-  std::shared_ptr<GateVolume> gate() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return gate_;
-  }
-
- private:
-  PoolExports inner_;
-  const uint32_t target_;
-  std::mutex mu_;
-  std::shared_ptr<GateVolume> gate_;
-};
-
 TEST_CASE("32 requests in flight on one connection run in the engine at once") {
   PoolFixture pf(256 * kMiB);
   pf.create("vol", 32 * kMiB);
-  GateExports exports(*pf.pool, 32);
+  WrappedExports<GateVolume> exports(*pf.pool, 32u);
   nbd::ServerOptions options;
   options.unix_path = pf.dir / "nbd.sock";
   auto server = nbd::Server::start(options, exports);
@@ -426,7 +351,7 @@ TEST_CASE("32 requests in flight on one connection run in the engine at once") {
       while (nbd_aio_command_completed(c.h(), cookie) == 0) nbd_poll(c.h(), -1);
     }
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
-    CHECK(exports.gate()->peak() >= 32);
+    CHECK(exports.last()->peak() >= 32);
     for (int i = 0; i < 32; ++i) CHECK(c.read(i * 65536ull, 4096) == bufs[i]);
   }
   server.value()->stop();
