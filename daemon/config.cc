@@ -12,6 +12,7 @@ const std::vector<ConfigKey>& config_keys() {
       {"data_dir", "string", "state and the default pool (default /var/lib/pxd)"},
       {"control_socket", "string", "control API socket (default /run/pxd/pxd.sock)"},
       {"nbd_socket", "string", "NBD export socket (default /run/pxd/nbd.sock; \"\" disables)"},
+      {"device_dir", "string", "where the pxd<ID> links of attached volumes go (default /dev)"},
       {"nbd_listen", "string",
        "NBD over TCP: PORT (loopback) or ADDR:PORT; unauthenticated (default off)"},
       {"pools", "array of strings",
@@ -85,6 +86,8 @@ Status load_config_file(Config* config) {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->control_socket));
     } else if (key == "nbd_socket") {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->nbd_socket));
+    } else if (key == "device_dir") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->device_dir));
     } else if (key == "nbd_listen") {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->nbd_listen));
     } else if (key == "node_name") {

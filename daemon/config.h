@@ -28,6 +28,7 @@ struct Config {
   std::string data_dir = "/var/lib/pxd";
   std::string control_socket = "/run/pxd/pxd.sock";
   std::string nbd_socket = "/run/pxd/nbd.sock";  // "" disables the NBD unix socket
+  std::string device_dir = "/dev";               // where the pxd<ID> device links go
   std::string nbd_listen;                        // NBD over TCP: "" (off), PORT or ADDR:PORT
   std::vector<PoolDeviceSetting> pools;  // empty: one sparse file in data_dir
   std::string node_name;                 // empty: the host name

@@ -38,7 +38,7 @@ kj::Promise<void> ControlImpl::status(StatusContext context) {
         out.setUptimeSeconds(n.uptime_seconds);
         out.setDataDir(n.data_dir);
         out.setCluster("none (single node)");
-        out.setFrontend("none (attach arrives with the NBD and ublk frontends)");
+        out.setFrontend(n.frontend);
         auto pools = out.initPools(static_cast<unsigned>(n.pools.size()));
         for (unsigned i = 0; i < n.pools.size(); ++i) set_pool(pools[i], n.pools[i]);
         out.setVolumes(n.volumes);
@@ -174,6 +174,44 @@ kj::Promise<void> ControlImpl::restore(RestoreContext context) {
       context,
       [node = &node_, vol = std::string(params.getVolume()),
        snap = std::string(params.getSnapshot())] { return node->restore(vol, snap); },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+kj::Promise<void> ControlImpl::attach(AttachContext context) {
+  auto params = context.getParams();
+  return call(
+      context, [node = &node_, name = std::string(params.getName())] { return node->attach(name); },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+kj::Promise<void> ControlImpl::detach(DetachContext context) {
+  auto params = context.getParams();
+  return call(
+      context,
+      [node = &node_, name = std::string(params.getName()), force = params.getForce()] {
+        return node->detach(name, force);
+      },
+      [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
+}
+
+kj::Promise<void> ControlImpl::mount(MountContext context) {
+  auto params = context.getParams();
+  return call(
+      context,
+      [node = &node_, name = std::string(params.getName()),
+       path = std::string(params.getPath())] { return node->mount(name, path); },
+      [](auto results, std::pair<VolumeView, bool>& r) {
+        set_volume(results.initVolume(), r.first);
+        results.setMadeFs(r.second);
+      });
+}
+
+kj::Promise<void> ControlImpl::unmount(UnmountContext context) {
+  auto params = context.getParams();
+  return call(
+      context,
+      [node = &node_, name = std::string(params.getName()),
+       path = std::string(params.getPath())] { return node->unmount(name, path); },
       [](auto results, VolumeView& v) { set_volume(results.initVolume(), v); });
 }
 

@@ -43,6 +43,10 @@ class ControlImpl final : public proto::Control::Server {
   kj::Promise<void> deleteSnapshot(DeleteSnapshotContext context) override;
   kj::Promise<void> clone(CloneContext context) override;
   kj::Promise<void> restore(RestoreContext context) override;
+  kj::Promise<void> attach(AttachContext context) override;
+  kj::Promise<void> detach(DetachContext context) override;
+  kj::Promise<void> mount(MountContext context) override;
+  kj::Promise<void> unmount(UnmountContext context) override;
 
  private:
   // Answers at once with `status` when the call may not run. Returns true if it answered.

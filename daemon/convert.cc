@@ -98,6 +98,10 @@ void set_volume(proto::Volume::Builder out, const VolumeView& v) {
   out.setCreatedUnix(i.created_unix);
   out.setReplicas(v.replicas);
   out.setPool(v.pool);
+  auto mounts = out.initMounts(static_cast<unsigned>(v.mounts.size()));
+  for (unsigned k = 0; k < v.mounts.size(); ++k) mounts.set(k, v.mounts[k]);
+  out.setFrontend(v.frontend);
+  out.setAttachError(v.attach_error);
 }
 
 void set_pool(proto::Pool::Builder out, const PoolUsage& u) {

@@ -43,7 +43,8 @@ std::string help_footer() {
 // stop with, or -1 to run.
 int read_settings(int argc, char** argv, Config* config) {
   CLI::App app{"pxd: container-native block storage daemon", "pxd"};
-  std::string data_dir, socket, node_name, log_level, config_path, nbd_socket, nbd_listen;
+  std::string data_dir, socket, node_name, log_level, config_path, nbd_socket, nbd_listen,
+      device_dir;
   std::vector<std::string> pools, labels;
   app.add_option("--config", config_path, "config file (default /etc/pxd/pxd.conf)");
   app.add_option("--data-dir", data_dir, "state and default pool (default /var/lib/pxd)");
@@ -52,6 +53,8 @@ int read_settings(int argc, char** argv, Config* config) {
                  "NBD export socket (default /run/pxd/nbd.sock; \"\" disables)");
   app.add_option("--nbd-listen", nbd_listen,
                  "NBD over TCP: PORT (loopback) or ADDR:PORT, unauthenticated (default off)");
+  app.add_option("--device-dir", device_dir,
+                 "where the pxd<ID> links of attached volumes go (default /dev)");
   app.add_option("--pool", pools,
                  "pool device PATH[:SIZE], repeatable (default: sparse file in data dir)");
   app.add_option("--node-name", node_name, "this node's name (default: host name)");
@@ -82,6 +85,7 @@ int read_settings(int argc, char** argv, Config* config) {
   if (app.count("--control-socket")) config->control_socket = socket;
   if (app.count("--nbd-socket")) config->nbd_socket = nbd_socket;
   if (app.count("--nbd-listen")) config->nbd_listen = nbd_listen;
+  if (app.count("--device-dir")) config->device_dir = device_dir;
   if (app.count("--node-name")) config->node_name = node_name;
   if (app.count("--pool")) {
     config->pools.clear();
@@ -100,6 +104,9 @@ int read_settings(int argc, char** argv, Config* config) {
         invalid_argument("log level '" + log_level + "' is not one of debug, info, warn, error"));
   if (config->data_dir.empty() || config->data_dir[0] != '/')
     return fail(invalid_argument("data dir '" + config->data_dir + "' must be an absolute path"));
+  if (config->device_dir.empty() || config->device_dir[0] != '/')
+    return fail(invalid_argument("device dir '" + config->device_dir +
+                                 "' must be an absolute path"));
   if (!config->nbd_socket.empty() && config->nbd_socket[0] != '/')
     return fail(
         invalid_argument("NBD socket '" + config->nbd_socket + "' must be an absolute path"));
@@ -171,6 +178,9 @@ int run(const Config& config) {
       return kExitFailure;
     }
   }
+  // Attached volumes: re-adopt live devices, re-create lost ones, remove stale ones. Their
+  // relays reconnect to the NBD socket opened above.
+  node.value()->restore_attachments();
   NodeView status = node.value()->status();
   std::string ready = "serving " + std::to_string(status.volumes) + " volumes, " +
                       std::to_string(status.snapshots) + " snapshots on " + config.control_socket;

@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <thread>
 
 #include "common/log.h"
 #include "common/units.h"
+#include "daemon/nbd_loop_frontend.h"
 
 namespace pxd::daemon {
 namespace {
@@ -42,9 +45,10 @@ Result<uint64_t> default_pool_size(const std::string& dir) {
   return size;
 }
 
-Node::Node(Config config, std::unique_ptr<Pool> pool)
+Node::Node(Config config, std::unique_ptr<Pool> pool, std::unique_ptr<AttachManager> attachments)
     : config_(std::move(config)),
       pool_(std::move(pool)),
+      attachments_(std::move(attachments)),
       started_(std::chrono::steady_clock::now()) {}
 
 Result<std::unique_ptr<Node>> Node::start(const Config& config) {
@@ -83,7 +87,17 @@ Result<std::unique_ptr<Node>> Node::start(const Config& config) {
                    << format_size(u.capacity_bytes) << " in " << u.devices.size()
                    << " device(s), chunk " << format_size(u.chunk_size);
   }
-  return std::unique_ptr<Node>(new Node(config, std::move(pool)));
+  AttachConfig attach_config;
+  attach_config.state_path = config.data_dir + "/attachments.json";
+  attach_config.device_dir = config.device_dir;
+  NbdLoopConfig nbd_loop;
+  nbd_loop.run_dir = std::filesystem::path(config.control_socket).parent_path();
+  nbd_loop.nbd_socket = config.nbd_socket;
+  nbd_loop.relay_binary = find_relay_binary();
+  std::vector<std::unique_ptr<Frontend>> frontends;
+  frontends.push_back(std::make_unique<NbdLoopFrontend>(nbd_loop));
+  PXD_TRY(auto attachments, AttachManager::open(attach_config, std::move(frontends)));
+  return std::unique_ptr<Node>(new Node(config, std::move(pool), std::move(attachments)));
 }
 
 VolumeView Node::view(const ObjectInfo& info) {
@@ -99,6 +113,13 @@ VolumeView Node::view(const ObjectInfo& info) {
     if (n >= 1 && n <= 3) v.replicas = static_cast<uint32_t>(n);
   }
   v.parent = info.is_snapshot ? info.volume : info.origin;
+  if (auto att = attachments_->find(info.name)) {
+    v.device_path = att->link;
+    v.frontend = att->frontend;
+    for (const auto& [path, m] : att->mounts) v.mounts.push_back(path);
+    v.attach_error = att->error;
+    v.state = !att->error.empty() ? "error" : v.mounts.empty() ? "attached" : "mounted";
+  }
   return v;
 }
 
@@ -111,6 +132,8 @@ NodeView Node::status() {
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
           .count());
   PoolUsage u = pool_->usage();
+  auto frontend = attachments_->preferred_frontend();
+  n.frontend = frontend.has_value() ? frontend.value() : "none (" + frontend.error().message() + ")";
   n.volumes = u.volumes;
   n.snapshots = u.snapshots;
   n.pools.push_back(std::move(u));
@@ -192,8 +215,16 @@ Status Node::delete_volume(const std::string& name, bool force) {
   PXD_TRY(ObjectInfo info, pool_->inspect(name));
   if (info.is_snapshot)
     return invalid_argument("'" + name + "' is a snapshot; use snapshot delete");
-  if (info.open_handles > 0 && !force)
-    return busy("volume '" + name + "' is attached; detach it first or use --force");
+  if (attachments_->find(name)) {
+    if (!force)
+      return busy("volume '" + name + "' is attached; detach it first or use --force");
+    PXD_RETURN_IF_ERROR(attachments_->detach(name, true));
+    wait_closed(name);
+  }
+  PXD_TRY(info, pool_->inspect(name));
+  if (info.open_handles > 0)
+    return busy("volume '" + name + "' is open by " + std::to_string(info.open_handles) +
+                " NBD client(s); disconnect them first");
   PXD_RETURN_IF_ERROR(pool_->remove(name));
   PXD_LOG(kInfo) << "deleted volume " << name;
   return Status::ok();
@@ -221,6 +252,8 @@ Result<std::vector<VolumeView>> Node::list_snapshots(const std::string& volume) 
 Status Node::delete_snapshot(const std::string& name) {
   PXD_TRY(ObjectInfo info, pool_->inspect(name));
   if (!info.is_snapshot) return invalid_argument("'" + name + "' is a volume, not a snapshot");
+  if (attachments_->find(name))
+    return busy("snapshot '" + name + "' is attached; detach it first");
   PXD_RETURN_IF_ERROR(pool_->remove(name));
   PXD_LOG(kInfo) << "deleted snapshot " << name;
   return Status::ok();
@@ -234,6 +267,8 @@ Result<VolumeView> Node::clone(const std::string& source, const std::string& nam
 }
 
 Result<VolumeView> Node::restore(const std::string& volume, const std::string& snapshot) {
+  if (attachments_->find(volume))
+    return busy("volume '" + volume + "' is attached; detach it before restoring it");
   PXD_RETURN_IF_ERROR(pool_->restore(volume, snapshot));
   PXD_LOG(kInfo) << "restored " << volume << " to " << snapshot;
   return inspect(volume);
@@ -241,6 +276,68 @@ Result<VolumeView> Node::restore(const std::string& volume, const std::string& s
 
 Status Node::sync() {
   return pool_->sync();
+}
+
+Result<AttachTarget> Node::target_of(const std::string& name) {
+  PXD_TRY(ObjectInfo info, pool_->inspect(name));
+  AttachTarget t;
+  t.volume_id = info.id;
+  t.name = info.name;
+  t.block_size = info.block_size;
+  t.read_only = info.is_snapshot;
+  return t;
+}
+
+void Node::wait_closed(const std::string& name) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    auto info = pool_->inspect(name);
+    if (!info.has_value() || info.value().open_handles == 0) return;
+    if (std::chrono::steady_clock::now() > deadline) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+Result<VolumeView> Node::attach(const std::string& name) {
+  PXD_TRY(AttachTarget target, target_of(name));
+  PXD_TRY(Attachment att, attachments_->attach(target));
+  (void)att;
+  return inspect(name);
+}
+
+Result<VolumeView> Node::detach(const std::string& name, bool force) {
+  PXD_TRY(ObjectInfo info, pool_->inspect(name));
+  PXD_RETURN_IF_ERROR(attachments_->detach(name, force));
+  wait_closed(name);
+  return view(info);
+}
+
+Result<std::pair<VolumeView, bool>> Node::mount(const std::string& name, const std::string& path) {
+  PXD_TRY(AttachTarget target, target_of(name));
+  PXD_TRY(VolumeView before, inspect(name));
+  std::string fs = before.fs;
+  if (before.info.is_snapshot) {
+    auto parent = inspect(before.info.volume);
+    if (parent.has_value()) fs = parent.value().fs;
+  }
+  PXD_TRY(MountResult mounted, attachments_->mount(target, path, fs));
+  PXD_TRY(VolumeView after, inspect(name));
+  return std::make_pair(after, mounted.made_fs);
+}
+
+Result<VolumeView> Node::unmount(const std::string& name, const std::string& path) {
+  PXD_TRY(ObjectInfo info, pool_->inspect(name));
+  PXD_TRY(Attachment att, attachments_->unmount(name, path));
+  if (att.device.empty()) wait_closed(name);
+  return inspect(name);
+}
+
+void Node::restore_attachments() {
+  attachments_->reconcile([this](const Attachment& att) -> std::optional<AttachTarget> {
+    auto target = target_of(att.name);
+    if (!target.has_value() || target.value().volume_id != att.volume_id) return std::nullopt;
+    return target.value();
+  });
 }
 
 Result<std::shared_ptr<Volume>> Node::open_export(const std::string& name) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "daemon/attach.h"
 #include "daemon/config.h"
 #include "engine/pool.h"
 #include "nbd/server.h"
@@ -37,8 +38,11 @@ struct VolumeView {
   std::string fs;
   uint32_t replicas = 1;
   std::string parent;       // snapshot: its volume; clone: its origin
-  std::string device_path;  // empty while detached
-  std::string state = "detached";
+  std::string device_path;  // /dev/pxd<ID>; empty while detached
+  std::string state = "detached";  // "attached", "mounted", or "error" (attach_error says)
+  std::vector<std::string> mounts;
+  std::string frontend;
+  std::string attach_error;
   std::string pool = "default";
 };
 
@@ -50,6 +54,7 @@ struct NodeView {
   std::vector<PoolUsage> pools;
   uint32_t volumes = 0;
   uint32_t snapshots = 0;
+  std::string frontend;  // what an attach would use now, or why nothing can
 };
 
 class Node : public nbd::ExportProvider {
@@ -77,6 +82,16 @@ class Node : public nbd::ExportProvider {
   // Makes everything durable (at shutdown).
   Status sync();
 
+  // Host attachment and mounts (daemon/attach.h has the rules).
+  Result<VolumeView> attach(const std::string& name);
+  Result<VolumeView> detach(const std::string& name, bool force);
+  // Returns the view and whether this mount made the filesystem.
+  Result<std::pair<VolumeView, bool>> mount(const std::string& name, const std::string& path);
+  Result<VolumeView> unmount(const std::string& name, const std::string& path);
+  // After a restart, once the NBD server listens: re-adopts or re-creates attachments and
+  // removes stale devices (see AttachManager::reconcile).
+  void restore_attachments();
+
   // nbd::ExportProvider: every volume (read-write) and snapshot (read-only) by name.
   Result<std::shared_ptr<Volume>> open_export(const std::string& name) override;
   std::vector<std::string> list_exports() override;
@@ -84,11 +99,16 @@ class Node : public nbd::ExportProvider {
   static const char* default_pool_file() { return "pool0.img"; }
 
  private:
-  Node(Config config, std::unique_ptr<Pool> pool);
+  Node(Config config, std::unique_ptr<Pool> pool, std::unique_ptr<AttachManager> attachments);
   VolumeView view(const ObjectInfo& info);
+  Result<AttachTarget> target_of(const std::string& name);
+  // Waits (bounded) until nothing has `name` open, e.g. after a detach the NBD relay's
+  // connection closes a moment later.
+  void wait_closed(const std::string& name);
 
   const Config config_;
   std::unique_ptr<Pool> pool_;
+  std::unique_ptr<AttachManager> attachments_;
   const std::chrono::steady_clock::time_point started_;
 };
 

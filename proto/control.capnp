@@ -64,6 +64,9 @@ struct Volume {
   createdUnix @13 :Int64;
   replicas @14 :UInt32;
   pool @15 :Text;
+  mounts @16 :List(Text);      # paths where pxd mounted it on this host
+  frontend @17 :Text;          # "nbd-loop" or "ublk" while attached
+  attachError @18 :Text;       # why a restart could not re-establish its attachment
 }
 
 struct Pool {
@@ -125,4 +128,12 @@ interface Control {
   deleteSnapshot @10 (name :Text) -> (status :Status);
   clone @11 (source :Text, name :Text, labels :List(Label)) -> (status :Status, volume :Volume);
   restore @12 (volume :Text, snapshot :Text) -> (status :Status, volume :Volume);
+
+  # Host attachment (/dev/pxd<ID>) and mounts. Attach is idempotent; detach is refused
+  # while mounted unless forced; mount makes the volume's filesystem on first use only and
+  # counts mounts per path; unmount undoes one, and detaches when the mount attached it.
+  attach @13 (name :Text) -> (status :Status, volume :Volume);
+  detach @14 (name :Text, force :Bool) -> (status :Status, volume :Volume);
+  mount @15 (name :Text, path :Text) -> (status :Status, volume :Volume, madeFs :Bool);
+  unmount @16 (name :Text, path :Text) -> (status :Status, volume :Volume);
 }

@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   Action action;
   add_node_commands(app, &action);
   add_volume_commands(app, &action);
+  add_host_commands(app, &action);
   add_global_footer(app);
 
   try {

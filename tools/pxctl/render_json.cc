@@ -39,6 +39,9 @@ Json volume_json(proto::Volume::Reader v) {
   out["shared_bytes"] = v.getSharedBytes();
   out["device_path"] = text_or_null(v.getDevicePath());
   out["state"] = v.getState().cStr();
+  out["mounts"] = text_list(v.getMounts());
+  out["frontend"] = text_or_null(v.getFrontend());
+  out["attach_error"] = text_or_null(v.getAttachError());
   out["replicas"] = v.getReplicas();
   out["pool"] = v.getPool().cStr();
   out["created"] = v.getCreatedUnix();

@@ -97,7 +97,9 @@ std::string volume_block(proto::Volume::Reader v) {
       {"Replicas", std::to_string(v.getReplicas())},
       {"Pool", or_dash(v.getPool())},
       {"State", or_dash(v.getState())},
-      {"Device", or_dash(v.getDevicePath())},
+      {"Device", or_dash(v.getDevicePath()) +
+                     (v.getFrontend().size() ? " (" + std::string(v.getFrontend().cStr()) + ")" : "")},
+      {"Mounts", v.getMounts().size() ? joined(v.getMounts(), ", ") : "-"},
       {"Labels", or_dash(labels_text(labels_from(v.getLabels())))},
   };
   if (!v.getIsSnapshot()) {
@@ -106,6 +108,7 @@ std::string volume_block(proto::Volume::Reader v) {
         std::to_string(v.getSnapshots().size()) +
             (v.getSnapshots().size() == 0 ? "" : " (" + joined(v.getSnapshots(), ", ") + ")"));
   }
+  if (v.getAttachError().size()) rows.emplace_back("Attach error", v.getAttachError().cStr());
   rows.emplace_back("Exclusive", format_size(v.getExclusiveBytes()));
   rows.emplace_back("Shared", format_size(v.getSharedBytes()));
   rows.emplace_back("Created", format_time(v.getCreatedUnix()));

@@ -54,7 +54,8 @@ TEST_CASE("volume JSON has the documented shape") {
         R"({"id":3,"name":"db","is_snapshot":false,"size":10737418240,"block_size":4096,)"
         R"("fs":"ext4","labels":{"app":"pg","tier":"gold"},"parent":null,"snapshots":["db-s1"],)"
         R"("exclusive_bytes":1048576,"shared_bytes":2097152,"device_path":null,)"
-        R"("state":"detached","replicas":1,"pool":"default","created":1795000000})");
+        R"("state":"detached","mounts":[],"frontend":null,"attach_error":null,"replicas":1,)"
+              R"("pool":"default","created":1795000000})");
   // What scripts get is parseable text.
   CHECK(nlohmann::json::parse(json_text(json))["size"] == 10 * kGiB);
 }
@@ -175,8 +176,9 @@ TEST_CASE("inspect block lines up its values") {
   CHECK(out[2] == "Type:        clone of golden");
   CHECK(out[3] == "Size:        10 GiB");
   CHECK(out[9] == "Device:      -");
-  CHECK(out[10] == "Labels:      app=pg,tier=gold");
-  CHECK(out[11] == "Snapshots:   1 (db-s1)");
+  CHECK(out[10] == "Mounts:      -");
+  CHECK(out[11] == "Labels:      app=pg,tier=gold");
+  CHECK(out[12] == "Snapshots:   1 (db-s1)");
 }
 
 TEST_CASE("durations and times") {
