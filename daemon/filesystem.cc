@@ -2,6 +2,7 @@
 
 #include <blkid/blkid.h>
 #include <sys/mount.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -90,7 +91,13 @@ Status mount_fs(const std::string& device, const std::string& path, const std::s
 }
 
 Status unmount_fs(const std::string& path, bool lazy) {
-  if (::umount2(path.c_str(), lazy ? MNT_DETACH : 0) == 0) return Status::ok();
+  // A mount is briefly busy after its last files close (writeback, lookups in flight):
+  // retry for a moment before calling it in use.
+  for (int attempt = 0;; ++attempt) {
+    if (::umount2(path.c_str(), lazy ? MNT_DETACH : 0) == 0) return Status::ok();
+    if (errno != EBUSY || attempt == 30) break;
+    ::usleep(100 * 1000);
+  }
   if (errno == EBUSY) return busy(path + " is in use (open files or a process inside it)");
   if (errno == EINVAL) return Status::ok();  // not a mount point any more
   return errno_status(errno, "unmount " + path);

@@ -94,15 +94,27 @@ Status NbdLoopFrontend::attach(const AttachTarget& target, Attachment& att) {
                            config_.nbd_socket, "--export", target.name});
   PXD_TRY(pid_t pid, spawn_detached(argv, log_file));
   auto cleanup = [&] {
-    ::kill(pid, SIGTERM);
+    // Kill it and make sure it is gone before looking at its mount: a slow starter
+    // could otherwise mount after we looked.
+    ::kill(pid, SIGKILL);
+    const auto until = Clock::now() + std::chrono::seconds(5);
+    while (process_alive(pid, "nbdfuse") && Clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (is_mounted_at(mount_dir)) (void)unmount_fs(mount_dir, true);
   };
   // nbdfuse writes its pid file once the FUSE file is ready.
-  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
   while (!(fs::exists(pid_file, ec) && fs::exists(file, ec))) {
-    if (!process_alive(pid, "nbdfuse") || Clock::now() > deadline) {
+    if (!process_alive(pid, "nbdfuse")) {
+      std::string log = tail_of(log_file);
       cleanup();
-      return io_error("nbdfuse for '" + target.name + "' did not start: " + tail_of(log_file));
+      return io_error("nbdfuse for '" + target.name + "' (pid " + std::to_string(pid) +
+                      ") exited before it was ready" + (log.empty() ? "" : ": " + log));
+    }
+    if (Clock::now() > deadline) {
+      cleanup();
+      return io_error("nbdfuse for '" + target.name + "' was not ready within 30 s: " +
+                      tail_of(log_file));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -180,7 +192,26 @@ void NbdLoopFrontend::remove_stale(const std::vector<Attachment>& known) {
     PXD_LOG(kInfo) << "removing stale FUSE mount " << m.mount_point;
     (void)unmount_fs(m.mount_point, true);
   }
+  // nbdfuse processes serving files of ours that no attachment names (their mount may be
+  // gone already: a lazily unmounted FUSE file system keeps its server alive).
   std::error_code ec;
+  for (const auto& proc : fs::directory_iterator("/proc", ec)) {
+    const std::string pid_text = proc.path().filename();
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (!process_alive(pid, "nbdfuse")) continue;
+    std::ifstream f(proc.path() / "cmdline");
+    std::string arg;
+    while (std::getline(f, arg, '\0')) {
+      if (arg.rfind(attach_root() + "/", 0) != 0) continue;
+      uint64_t id = std::strtoull(arg.c_str() + attach_root().size() + 1, nullptr, 10);
+      if (!known_id(id)) {
+        PXD_LOG(kInfo) << "stopping stale nbdfuse " << pid << " (" << arg << ")";
+        ::kill(pid, SIGKILL);
+      }
+      break;
+    }
+  }
   for (const auto& entry : fs::directory_iterator(attach_root(), ec)) {
     uint64_t id = std::strtoull(entry.path().filename().c_str(), nullptr, 10);
     if (known_id(id) || is_mounted_at(entry.path().string() + "/fuse")) continue;

@@ -37,6 +37,7 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv,
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, pipefd[1], 1);
   posix_spawn_file_actions_adddup2(&actions, pipefd[1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);  // pxd's own files stay in pxd
   auto args = c_argv(argv);
   pid_t pid;
   int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
@@ -101,6 +102,9 @@ Result<pid_t> spawn_detached(const std::vector<std::string>& argv, const std::st
     posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(),
                                      O_WRONLY | O_CREAT | O_APPEND, 0600);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    // The helper outlives pxd: it must not hold pxd's files (pool devices, sockets, or
+    // anything that would keep a filesystem busy).
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
@@ -133,10 +137,16 @@ Result<pid_t> spawn_detached(const std::vector<std::string>& argv, const std::st
 
 bool process_alive(pid_t pid, const std::string& comm) {
   if (pid <= 0) return false;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
-  std::string name;
-  if (!std::getline(f, name)) return false;
-  return name == comm.substr(0, 15);
+  // /proc/PID/stat: "PID (COMM) STATE ..."; a zombie (Z) or dead (X) one is not alive.
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return false;
+  size_t open = stat.find('('), close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size())
+    return false;
+  if (stat.substr(open + 1, close - open - 1) != comm.substr(0, 15)) return false;
+  char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
 }
 
 }  // namespace pxd::daemon

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -246,6 +247,12 @@ bool PxdProcess::start() {
   if (std::find(options_.extra_args.begin(), options_.extra_args.end(), "--nbd-socket") ==
       options_.extra_args.end())
     argv.insert(argv.end(), {"--nbd-socket", dir_ + "/run/nbd.sock"});
+  // And private /dev/pxd<ID> links: volume ids of parallel tests' pools collide.
+  if (std::find(options_.extra_args.begin(), options_.extra_args.end(), "--device-dir") ==
+      options_.extra_args.end()) {
+    std::filesystem::create_directories(dir_ + "/dev");
+    argv.insert(argv.end(), {"--device-dir", dir_ + "/dev"});
+  }
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   std::vector<std::string> extra = options_.env;
   extra.push_back("NOTIFY_SOCKET=" + notify_.path());
