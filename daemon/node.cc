@@ -134,6 +134,7 @@ NodeView Node::status() {
   PoolUsage u = pool_->usage();
   auto frontend = attachments_->preferred_frontend();
   n.frontend = frontend.has_value() ? frontend.value() : "none (" + frontend.error().message() + ")";
+  n.nbd_socket = config_.nbd_socket;
   n.volumes = u.volumes;
   n.snapshots = u.snapshots;
   n.pools.push_back(std::move(u));

@@ -95,6 +95,7 @@ struct NodeStatus {
   pools @8 :List(Pool);
   volumes @9 :UInt32;
   snapshots @10 :UInt32;
+  nbdSocket @11 :Text;         # pxd's NBD unix socket ("" when disabled)
 }
 
 interface Control {

@@ -261,6 +261,7 @@ void add_volume_commands(CLI::App& app, Action* action) {
   add_update(*volume, action);
   add_delete(*volume, action);
   add_snapshot_commands(*volume, action);
+  add_transfer_commands(*volume, action);
   add_clone(*volume, action);
   add_restore(*volume, action);
 }

@@ -74,6 +74,7 @@ Json node_json(proto::NodeStatus::Reader n) {
   out["data_dir"] = n.getDataDir().cStr();
   out["cluster"] = n.getCluster().cStr();
   out["frontend"] = n.getFrontend().cStr();
+  out["nbd_socket"] = text_or_null(n.getNbdSocket());
   Json pools = Json::array();
   for (auto pool : n.getPools()) pools.push_back(pool_json(pool));
   out["pools"] = std::move(pools);

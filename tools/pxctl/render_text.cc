@@ -123,6 +123,7 @@ std::string node_block(proto::NodeStatus::Reader n) {
       {"Uptime", format_duration(n.getUptimeSeconds())},
       {"Cluster", or_dash(n.getCluster())},
       {"Frontend", or_dash(n.getFrontend())},
+      {"NBD", or_dash(n.getNbdSocket())},
       {"Data dir", or_dash(n.getDataDir())},
       {"Volumes", std::to_string(n.getVolumes()) + " volumes, " + std::to_string(n.getSnapshots()) +
                       " snapshots"},
