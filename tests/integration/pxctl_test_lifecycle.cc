@@ -107,7 +107,7 @@ TEST_CASE("status -j and service pool show -j describe the node and its empty po
   Json status = ok_json(pxd.socket(), {"status"});
   REQUIRE(status.is_object());
   INFO(status.dump());
-  CHECK(status.size() == 11);
+  CHECK(status.size() == 12);
   CHECK(status["node_name"].is_string());
   CHECK(!status["node_name"].get<std::string>().empty());
   CHECK(status["version"].is_string());
@@ -119,6 +119,7 @@ TEST_CASE("status -j and service pool show -j describe the node and its empty po
   CHECK(status["data_dir"] == pxd.data_dir());
   CHECK(status["cluster"] == "none (single node)");
   CHECK(status["frontend"].is_string());
+  CHECK(status["nbd_socket"] == dir.path() + "/run/nbd.sock");
   CHECK(status["pools"] == pools);
   CHECK(status["volumes"] == 0);
   CHECK(status["snapshots"] == 0);
