@@ -12,17 +12,19 @@
 #include <thread>
 
 #include "common/log.h"
-#include "tools/nbd-relay/wire.h"
+#include "nbd/protocol.h"
 
 namespace pxd::relay {
 namespace {
 
-using namespace pxd::nbdwire;
+using namespace pxd::nbd::proto;
 
 constexpr uint32_t kMaxPayload = 32u << 20;
 constexpr uint32_t kMaxOptionData = 4096;
 
-Status sys_error(const char* what) { return errno_status(errno, what); }
+Status sys_error(const char* what) {
+  return errno_status(errno, what);
+}
 
 // Reads exactly `n` bytes. Sets *eof on a clean end of stream before the first byte.
 Status read_full(int fd, void* buf, size_t n, bool* eof = nullptr) {
@@ -54,16 +56,44 @@ Status write_full(int fd, const void* buf, size_t n) {
   return Status::ok();
 }
 
+Status write_full(int fd, const std::string& bytes) {
+  return write_full(fd, bytes.data(), bytes.size());
+}
+
+// The text of an option error reply that came without a message.
+const char* reply_name(uint32_t type) {
+  switch (type) {
+    case kRepErrUnsup:
+      return "unsupported";
+    case kRepErrPolicy:
+      return "denied by policy";
+    case kRepErrInvalid:
+      return "invalid";
+    case kRepErrPlatform:
+      return "platform error";
+    case kRepErrUnknown:
+      return "unknown export";
+    case kRepErrShutdown:
+      return "server shutting down";
+    default:
+      return "error";
+  }
+}
+
 Status send_option(int fd, uint32_t option, const std::string& data) {
   Writer w;
   w.u64(kOptionMagic).u32(option).u32(static_cast<uint32_t>(data.size())).bytes(data);
-  return write_full(fd, w.data(), w.size());
+  return write_full(fd, w.str());
 }
 
 Status send_option_reply(int fd, uint32_t option, uint32_t type, const std::string& data = {}) {
   Writer w;
-  w.u64(kReplyMagic).u32(option).u32(type).u32(static_cast<uint32_t>(data.size())).bytes(data);
-  return write_full(fd, w.data(), w.size());
+  w.u64(kOptionReplyMagic)
+      .u32(option)
+      .u32(type)
+      .u32(static_cast<uint32_t>(data.size()))
+      .bytes(data);
+  return write_full(fd, w.str());
 }
 
 bool is_mutation(uint16_t type) {
@@ -97,8 +127,8 @@ Result<int> Relay::connect_upstream(ExportInfo* info) {
 Status Relay::handshake_upstream(int fd, ExportInfo* info) {
   char greeting[18];
   PXD_RETURN_IF_ERROR(read_full(fd, greeting, sizeof(greeting)));
-  Reader g(greeting, sizeof(greeting));
-  if (g.u64() != kNbdMagic || g.u64() != kOptionMagic || !(g.u16() & kFlagFixedNewstyle))
+  Reader g(std::string_view(greeting, sizeof(greeting)));
+  if (g.u64() != kInitMagic || g.u64() != kOptionMagic || !(g.u16() & kFlagFixedNewstyle))
     return invalid_argument("upstream is not a fixed-newstyle NBD server");
   uint32_t client_flags = htobe32(kClientFixedNewstyle | kClientNoZeroes);
   PXD_RETURN_IF_ERROR(write_full(fd, &client_flags, 4));
@@ -112,10 +142,10 @@ Status Relay::handshake_upstream(int fd, ExportInfo* info) {
   for (;;) {
     char head[20];
     PXD_RETURN_IF_ERROR(read_full(fd, head, sizeof(head)));
-    Reader h(head, sizeof(head));
+    Reader h(std::string_view(head, sizeof(head)));
     uint64_t magic = h.u64();
     uint32_t option = h.u32(), type = h.u32(), length = h.u32();
-    if (magic != kReplyMagic || option != kOptGo || length > kMaxOptionData)
+    if (magic != kOptionReplyMagic || option != kOptGo || length > kMaxOptionData)
       return invalid_argument("bad option reply from upstream");
     std::string body(length, '\0');
     PXD_RETURN_IF_ERROR(read_full(fd, body.data(), length));
@@ -124,7 +154,7 @@ Status Relay::handshake_upstream(int fd, ExportInfo* info) {
       return failed_precondition("export '" + options_.export_name + "' refused: " +
                                  (body.empty() ? std::string(reply_name(type)) : body));
     if (type != kRepInfo || length < 2) continue;
-    Reader b(body.data(), body.size());
+    Reader b(body);
     uint16_t info_type = b.u16();
     if (info_type == kInfoExport && length >= 12) {
       got.size = b.u64();
@@ -144,8 +174,8 @@ Status Relay::handshake_upstream(int fd, ExportInfo* info) {
 Status Relay::serve_handshake() {
   const int in = options_.client_in, out = options_.client_out;
   Writer hello;
-  hello.u64(kNbdMagic).u64(kOptionMagic).u16(kFlagFixedNewstyle | kFlagNoZeroes);
-  PXD_RETURN_IF_ERROR(write_full(out, hello.data(), hello.size()));
+  hello.u64(kInitMagic).u64(kOptionMagic).u16(kFlagFixedNewstyle | kFlagNoZeroes);
+  PXD_RETURN_IF_ERROR(write_full(out, hello.str()));
   uint32_t client_flags_be = 0;
   PXD_RETURN_IF_ERROR(read_full(in, &client_flags_be, 4));
   const uint32_t client_flags = be32toh(client_flags_be);
@@ -156,7 +186,7 @@ Status Relay::serve_handshake() {
   for (;;) {
     char head[16];
     PXD_RETURN_IF_ERROR(read_full(in, head, sizeof(head)));
-    Reader h(head, sizeof(head));
+    Reader h(std::string_view(head, sizeof(head)));
     uint64_t magic = h.u64();
     uint32_t option = h.u32(), length = h.u32();
     if (magic != kOptionMagic) return invalid_argument("bad option magic from client");
@@ -168,7 +198,7 @@ Status Relay::serve_handshake() {
         Writer w;
         w.u64(info_.size).u16(flags);
         if (!(client_flags & kClientNoZeroes)) w.bytes(std::string(124, '\0'));
-        return write_full(out, w.data(), w.size());
+        return write_full(out, w.str());
       }
       case kOptGo:
       case kOptInfo: {
@@ -177,8 +207,10 @@ Status Relay::serve_handshake() {
         PXD_RETURN_IF_ERROR(send_option_reply(out, option, kRepInfo, e.str()));
         if (info_.max_block != 0) {
           Writer b;
-          b.u16(kInfoBlockSize).u32(info_.min_block).u32(info_.preferred_block).u32(
-              info_.max_block);
+          b.u16(kInfoBlockSize)
+              .u32(info_.min_block)
+              .u32(info_.preferred_block)
+              .u32(info_.max_block);
           PXD_RETURN_IF_ERROR(send_option_reply(out, option, kRepInfo, b.str()));
         }
         PXD_RETURN_IF_ERROR(send_option_reply(out, option, kRepAck));
@@ -203,10 +235,15 @@ Status Relay::serve_handshake() {
 
 Status Relay::send_upstream(uint64_t relay_cookie, const Request& req) {
   Writer w;
-  w.u32(kRequestMagic).u16(req.flags).u16(req.type).u64(relay_cookie).u64(req.offset).u32(
-      req.length);
-  PXD_RETURN_IF_ERROR(write_full(upstream_, w.data(), w.size()));
-  if (req.type == kCmdWrite) PXD_RETURN_IF_ERROR(write_full(upstream_, req.data.data(), req.length));
+  w.u32(kRequestMagic)
+      .u16(req.flags)
+      .u16(req.type)
+      .u64(relay_cookie)
+      .u64(req.offset)
+      .u32(req.length);
+  PXD_RETURN_IF_ERROR(write_full(upstream_, w.str()));
+  if (req.type == kCmdWrite)
+    PXD_RETURN_IF_ERROR(write_full(upstream_, req.data.data(), req.length));
   return Status::ok();
 }
 
@@ -227,12 +264,11 @@ void Relay::submit(Request req) {
   }
 }
 
-Status Relay::reply_to_client(uint64_t cookie, uint32_t error, const char* data,
-                              uint32_t length) {
+Status Relay::reply_to_client(uint64_t cookie, uint32_t error, const char* data, uint32_t length) {
   Writer w;
   w.u32(kSimpleReplyMagic).u32(error).u64(cookie);
   std::lock_guard<std::mutex> lock(client_mu_);
-  PXD_RETURN_IF_ERROR(write_full(options_.client_out, w.data(), w.size()));
+  PXD_RETURN_IF_ERROR(write_full(options_.client_out, w.str()));
   if (length > 0) PXD_RETURN_IF_ERROR(write_full(options_.client_out, data, length));
   return Status::ok();
 }
@@ -240,7 +276,7 @@ Status Relay::reply_to_client(uint64_t cookie, uint32_t error, const char* data,
 Status Relay::handle_reply(int fd) {
   char head[16];
   PXD_RETURN_IF_ERROR(read_full(fd, head, sizeof(head)));
-  Reader h(head, sizeof(head));
+  Reader h(std::string_view(head, sizeof(head)));
   const uint32_t magic = h.u32(), error = h.u32();
   const uint64_t cookie = h.u64();
   if (magic != kSimpleReplyMagic) return invalid_argument("bad reply magic from upstream");
@@ -252,7 +288,7 @@ Status Relay::handle_reply(int fd) {
     req = std::move(it->second);
     inflight_.erase(it);
   }
-  if (error == kErrShutdown) {
+  if (error == kEshutdown) {
     // The server is going away (pxd stopping): the request did not run. Keep it for the
     // next connection, and treat this one as broken.
     std::lock_guard<std::mutex> lock(mu_);
@@ -283,8 +319,8 @@ Status Relay::handle_reply(int fd) {
     if (error != 0) PXD_LOG(kWarn) << "relay flush failed upstream: error " << error;
     return Status::ok();
   }
-  Status s = reply_to_client(req.cookie, error, payload.data(),
-                             static_cast<uint32_t>(payload.size()));
+  Status s =
+      reply_to_client(req.cookie, error, payload.data(), static_cast<uint32_t>(payload.size()));
   if (!s.is_ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     client_done_ = true;
@@ -320,9 +356,8 @@ Status Relay::reconnect() {
     auto now = std::chrono::steady_clock::now();
     if (options_.give_up_seconds != 0 &&
         now - started > std::chrono::seconds(options_.give_up_seconds))
-      return io_error("pxd did not come back within " +
-                                 std::to_string(options_.give_up_seconds) +
-                                 " s: " + fd.error().message());
+      return io_error("pxd did not come back within " + std::to_string(options_.give_up_seconds) +
+                      " s: " + fd.error().message());
     if (now - last_log > std::chrono::seconds(60)) {
       PXD_LOG(kWarn) << "waiting for pxd to serve '" << options_.export_name
                      << "' again: " << fd.error().message();
@@ -344,19 +379,19 @@ Status Relay::reconnect() {
   for (size_t i = 0; i < replays.size(); ++i) {
     char head[16];
     PXD_RETURN_IF_ERROR(read_full(upstream_, head, sizeof(head)));
-    Reader h(head, sizeof(head));
+    Reader h(std::string_view(head, sizeof(head)));
     h.u32();
     if (uint32_t error = h.u32(); error != 0)
       return io_error("replaying an unflushed write failed upstream (error " +
-                              std::to_string(error) + "): data may be lost");
+                      std::to_string(error) + "): data may be lost");
   }
   for (const auto& [cookie, req] : resend) PXD_RETURN_IF_ERROR(send_upstream(cookie, req));
   std::lock_guard<std::mutex> lock(mu_);
   broken_ = false;
   ++connection_;
   if (!replays.empty() || !resend.empty())
-    PXD_LOG(kInfo) << "reconnected '" << options_.export_name << "': replayed "
-                   << replays.size() << ", re-sent " << resend.size();
+    PXD_LOG(kInfo) << "reconnected '" << options_.export_name << "': replayed " << replays.size()
+                   << ", re-sent " << resend.size();
   return Status::ok();
 }
 
@@ -370,7 +405,7 @@ void Relay::fail_all(const Status& why) {
     cv_.notify_all();
   }
   for (const auto& [cookie, req] : failed)
-    if (!req.internal) (void)reply_to_client(req.cookie, kErrIo, nullptr, 0);
+    if (!req.internal) (void)reply_to_client(req.cookie, kEio, nullptr, 0);
   ::shutdown(options_.client_in, SHUT_RDWR);
 }
 
@@ -400,7 +435,7 @@ Status Relay::forward_requests() {
     bool eof = false;
     Status s = read_full(in, head, sizeof(head), &eof);
     if (!s.is_ok()) return eof ? Status::ok() : s;
-    Reader h(head, sizeof(head));
+    Reader h(std::string_view(head, sizeof(head)));
     Request req;
     const uint32_t magic = h.u32();
     req.flags = h.u16();
@@ -415,16 +450,15 @@ Status Relay::forward_requests() {
       req.data.resize(req.length);
       PXD_RETURN_IF_ERROR(read_full(in, req.data.data(), req.length));
     } else if (req.type == kCmdRead && req.length > kMaxPayload) {
-      PXD_RETURN_IF_ERROR(reply_to_client(req.cookie, kErrOverflow, nullptr, 0));
+      PXD_RETURN_IF_ERROR(reply_to_client(req.cookie, kEoverflow, nullptr, 0));
       continue;
     }
     bool flush_now = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
       // Bound the copies kept for replay: stop reading until a flush has covered them.
-      cv_.wait(lock, [&] {
-        return unflushed_bytes_ <= 4 * options_.unflushed_limit || client_done_;
-      });
+      cv_.wait(lock,
+               [&] { return unflushed_bytes_ <= 4 * options_.unflushed_limit || client_done_; });
       if (client_done_) return fatal_.is_ok() ? Status::ok() : fatal_;
       if (req.type == kCmdFlush) req.acked_before = acks_;
       if (unflushed_bytes_ > options_.unflushed_limit && !relay_flush_pending_) {
