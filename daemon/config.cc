@@ -9,22 +9,43 @@ namespace pxd::daemon {
 
 const std::vector<ConfigKey>& config_keys() {
   static const std::vector<ConfigKey> keys = {
-      {"data_dir", "string", "state and the default pool (default /var/lib/pxd)"},
-      {"control_socket", "string", "control API socket (default /run/pxd/pxd.sock)"},
-      {"nbd_socket", "string", "NBD export socket (default /run/pxd/nbd.sock; \"\" disables)"},
-      {"device_dir", "string", "where the pxd<ID> links of attached volumes go (default /dev)"},
+      {"data_dir", "string", "state and the default pool (default /var/lib/pxd)",
+       "\"/var/lib/pxd\""},
+      {"control_socket", "string", "control API socket (default /run/pxd/pxd.sock)",
+       "\"/run/pxd/pxd.sock\""},
+      {"nbd_socket", "string", "NBD export socket (default /run/pxd/nbd.sock; \"\" disables)",
+       "\"/run/pxd/nbd.sock\""},
+      {"device_dir", "string", "where the pxd<ID> links of attached volumes go (default /dev)",
+       "\"/dev\""},
       {"nbd_listen", "string",
-       "NBD over TCP: PORT (loopback) or ADDR:PORT; unauthenticated (default off)"},
+       "NBD over TCP: PORT (loopback) or ADDR:PORT; unauthenticated (default off)", "\"\""},
       {"pools", "array of strings",
        "pool devices, each \"PATH\" or \"PATH:SIZE\" (default: one "
-       "sparse file in data_dir sized from free space)"},
-      {"node_name", "string", "this node's name (default: the host name)"},
-      {"labels", "table of strings", "node labels, e.g. { zone = \"a\", rack = \"r1\" }"},
-      {"log_level", "string", "debug, info, warn or error (default info)"},
-      {"chunk_size", "size string", "allocation chunk of a new pool, e.g. \"1M\" (default 1M)"},
-      {"shutdown_timeout_seconds", "integer", "how long SIGTERM waits for in-flight work (30)"},
+       "sparse file in data_dir sized from free space)",
+       "[]"},
+      {"node_name", "string", "this node's name (default: the host name)", "\"\""},
+      {"labels", "table of strings", "node labels, e.g. { zone = \"a\", rack = \"r1\" }", "{}"},
+      {"log_level", "string", "debug, info, warn or error (default info)", "\"info\""},
+      {"chunk_size", "size string", "allocation chunk of a new pool, e.g. \"1M\" (default 1M)",
+       "\"1M\""},
+      {"shutdown_timeout_seconds", "integer", "how long SIGTERM waits for in-flight work (30)",
+       "30"},
   };
   return keys;
+}
+
+std::string config_file_template() {
+  std::string out =
+      "# /etc/pxd/pxd.conf: settings of pxd, the container-native block storage daemon (TOML).\n"
+      "#\n"
+      "# Every key is optional: each is shown commented out, with its default. Options on\n"
+      "# pxd's command line (pxd --help) override this file. After a change, restart pxd\n"
+      "# (systemctl restart pxd); attached volumes ride out the restart.\n";
+  for (const auto& key : config_keys()) {
+    out += std::string("\n# ") + key.name + " (" + key.type + "): " + key.help + "\n";
+    out += std::string("#") + key.name + " = " + key.default_toml + "\n";
+  }
+  return out;
 }
 
 Result<PoolDeviceSetting> parse_pool_setting(const std::string& text) {

@@ -47,12 +47,19 @@ Status parse_label(const std::string& text, std::map<std::string, std::string>* 
 // fine unless config_path_given.
 Status load_config_file(Config* config);
 
-// The documented keys, for --help and tests: name, type, description.
+// The documented keys, for --help, tests and the packaged config file: name, type,
+// description, and the default written as a TOML value (loading `name = default_toml`
+// gives what a missing key gives).
 struct ConfigKey {
   const char* name;
   const char* type;
   const char* help;
+  const char* default_toml;
 };
 const std::vector<ConfigKey>& config_keys();
+
+// The default /etc/pxd/pxd.conf: every key of config_keys(), commented out, with its
+// description and default. The Debian package ships exactly this text.
+std::string config_file_template();
 
 }  // namespace pxd::daemon
