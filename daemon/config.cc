@@ -17,6 +17,10 @@ const std::vector<ConfigKey>& config_keys() {
        "\"/run/pxd/nbd.sock\""},
       {"device_dir", "string", "where the pxd<ID> links of attached volumes go (default /dev)",
        "\"/dev\""},
+      {"docker_plugin_socket", "string",
+       "Docker volume plugin socket, root only (default /run/docker/plugins/pxd.sock; \"\" "
+       "disables the plugin)",
+       "\"/run/docker/plugins/pxd.sock\""},
       {"nbd_listen", "string",
        "NBD over TCP: PORT (loopback) or ADDR:PORT; unauthenticated (default off)", "\"\""},
       {"pools", "array of strings",
@@ -30,6 +34,17 @@ const std::vector<ConfigKey>& config_keys() {
        "\"1M\""},
       {"shutdown_timeout_seconds", "integer", "how long SIGTERM waits for in-flight work (30)",
        "30"},
+      {"attach_frontend", "string",
+       "how attach makes /dev/pxd<ID>: auto (ublk, else nbd-loop), ublk or nbd-loop "
+       "(default auto)",
+       "\"auto\""},
+      {"ublk_copy", "string",
+       "how ublk moves request data: auto (kernel copy), kernel or user (default auto)",
+       "\"auto\""},
+      {"detach_on_stop", "boolean",
+       "on SIGTERM, unmount and detach every volume instead of leaving the devices for the "
+       "next pxd (default false)",
+       "false"},
   };
   return keys;
 }
@@ -62,6 +77,16 @@ Result<PoolDeviceSetting> parse_pool_setting(const std::string& text) {
   if (s.path.empty() || s.path[0] != '/')
     return invalid_argument("pool device '" + text + "' must be an absolute path");
   return s;
+}
+
+Status check_attach_frontend(const std::string& text) {
+  if (text == "auto" || text == "ublk" || text == "nbd-loop") return Status::ok();
+  return invalid_argument("attach frontend '" + text + "' is not one of auto, ublk, nbd-loop");
+}
+
+Status check_ublk_copy(const std::string& text) {
+  if (text == "auto" || text == "kernel" || text == "user") return Status::ok();
+  return invalid_argument("ublk copy mode '" + text + "' is not one of auto, kernel, user");
 }
 
 Status parse_label(const std::string& text, std::map<std::string, std::string>* labels) {
@@ -109,6 +134,8 @@ Status load_config_file(Config* config) {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->nbd_socket));
     } else if (key == "device_dir") {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->device_dir));
+    } else if (key == "docker_plugin_socket") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->docker_plugin_socket));
     } else if (key == "nbd_listen") {
       PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->nbd_listen));
     } else if (key == "node_name") {
@@ -154,6 +181,16 @@ Status load_config_file(Config* config) {
         return invalid_argument("config key '" + where(key) +
                                 "' must be an integer from 1 to 3600");
       config->shutdown_timeout_seconds = static_cast<uint32_t>(*v);
+    } else if (key == "attach_frontend") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->attach_frontend));
+      PXD_RETURN_IF_ERROR(check_attach_frontend(config->attach_frontend).with_context(where(key)));
+    } else if (key == "ublk_copy") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->ublk_copy));
+      PXD_RETURN_IF_ERROR(check_ublk_copy(config->ublk_copy).with_context(where(key)));
+    } else if (key == "detach_on_stop") {
+      auto v = node.value<bool>();
+      if (!v) return invalid_argument("config key '" + where(key) + "' must be true or false");
+      config->detach_on_stop = *v;
     } else {
       return invalid_argument("unknown config key '" + where(key) + "'");
     }

@@ -1,5 +1,6 @@
 // pxd: the per-node storage daemon. main() reads the settings, then wires every part
-// explicitly: instance lock -> Node (pool) -> control worker -> control server, and runs
+// explicitly: instance lock -> Node (pool) -> control worker -> control server -> NBD
+// server -> attachments -> Docker plugin (a control API client on its own thread), and runs
 // the kj event loop on this thread until SIGTERM or SIGINT.
 #include <kj/async-unix.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include "daemon/systemd_notify.h"
 #include "daemon/version.h"
 #include "nbd/server.h"
+#include "tools/docker-plugin/plugin.h"
 
 namespace pxd::daemon {
 namespace {
@@ -44,7 +46,7 @@ std::string help_footer() {
 int read_settings(int argc, char** argv, Config* config) {
   CLI::App app{"pxd: container-native block storage daemon", "pxd"};
   std::string data_dir, socket, node_name, log_level, config_path, nbd_socket, nbd_listen,
-      device_dir;
+      device_dir, docker_plugin_socket;
   std::vector<std::string> pools, labels;
   app.add_option("--config", config_path, "config file (default /etc/pxd/pxd.conf)");
   app.add_option("--data-dir", data_dir, "state and default pool (default /var/lib/pxd)");
@@ -53,6 +55,9 @@ int read_settings(int argc, char** argv, Config* config) {
                  "NBD export socket (default /run/pxd/nbd.sock; \"\" disables)");
   app.add_option("--nbd-listen", nbd_listen,
                  "NBD over TCP: PORT (loopback) or ADDR:PORT, unauthenticated (default off)");
+  app.add_option("--docker-plugin-socket", docker_plugin_socket,
+                 "Docker volume plugin socket (default /run/docker/plugins/pxd.sock; \"\" "
+                 "disables)");
   app.add_option("--device-dir", device_dir,
                  "where the pxd<ID> links of attached volumes go (default /dev)");
   app.add_option("--pool", pools,
@@ -60,6 +65,10 @@ int read_settings(int argc, char** argv, Config* config) {
   app.add_option("--node-name", node_name, "this node's name (default: host name)");
   app.add_option("--label", labels, "node label k=v (zone, rack, ...), repeatable");
   app.add_option("--log-level", log_level, "debug, info, warn or error (default info)");
+  std::string attach_frontend;
+  app.add_option("--attach-frontend", attach_frontend,
+                 "auto (ublk, else nbd-loop), ublk or nbd-loop (default auto)");
+  app.add_flag("--detach-on-stop", "on SIGTERM unmount and detach every volume");
   app.set_version_flag("--version", std::string("pxd ") + kVersion);
   app.footer(help_footer());
   try {
@@ -86,7 +95,14 @@ int read_settings(int argc, char** argv, Config* config) {
   if (app.count("--nbd-socket")) config->nbd_socket = nbd_socket;
   if (app.count("--nbd-listen")) config->nbd_listen = nbd_listen;
   if (app.count("--device-dir")) config->device_dir = device_dir;
+  if (app.count("--docker-plugin-socket")) config->docker_plugin_socket = docker_plugin_socket;
   if (app.count("--node-name")) config->node_name = node_name;
+  if (app.count("--attach-frontend")) {
+    Status st = check_attach_frontend(attach_frontend);
+    if (!st.is_ok()) return fail(st);
+    config->attach_frontend = attach_frontend;
+  }
+  if (app.count("--detach-on-stop")) config->detach_on_stop = true;
   if (app.count("--pool")) {
     config->pools.clear();
     for (const auto& p : pools) {
@@ -104,6 +120,9 @@ int read_settings(int argc, char** argv, Config* config) {
         invalid_argument("log level '" + log_level + "' is not one of debug, info, warn, error"));
   if (config->data_dir.empty() || config->data_dir[0] != '/')
     return fail(invalid_argument("data dir '" + config->data_dir + "' must be an absolute path"));
+  if (!config->docker_plugin_socket.empty() && config->docker_plugin_socket[0] != '/')
+    return fail(invalid_argument("Docker plugin socket '" + config->docker_plugin_socket +
+                                 "' must be an absolute path"));
   if (config->device_dir.empty() || config->device_dir[0] != '/')
     return fail(invalid_argument("device dir '" + config->device_dir +
                                  "' must be an absolute path"));
@@ -181,6 +200,20 @@ int run(const Config& config) {
   // Attached volumes: re-adopt live devices, re-create lost ones, remove stale ones. Their
   // relays reconnect to the NBD socket opened above.
   node.value()->restore_attachments();
+  // Docker's volume plugin (doc/docker.md), a client of the control socket above; its
+  // socket exists before READY, so Docker, ordered after pxd, finds it.
+  std::unique_ptr<docker::DockerPlugin> docker_plugin;
+  if (!config.docker_plugin_socket.empty()) {
+    docker::PluginOptions options{config.docker_plugin_socket, config.data_dir + "/mounts",
+                                  config.data_dir + "/docker-mounts.json",
+                                  docker::control_api_service(config.control_socket)};
+    docker_plugin = std::make_unique<docker::DockerPlugin>(std::move(options));
+    Status plugin = docker_plugin->start().wait(io.waitScope);
+    if (!plugin.is_ok()) {
+      PXD_LOG(kError) << "cannot serve the Docker plugin: " << plugin.message();
+      return kExitFailure;
+    }
+  }
   NodeView status = node.value()->status();
   std::string ready = "serving " + std::to_string(status.volumes) + " volumes, " +
                       std::to_string(status.snapshots) + " snapshots on " + config.control_socket;
@@ -193,11 +226,17 @@ int run(const Config& config) {
   siginfo_t signal = stop.wait(io.waitScope);
   PXD_LOG(kInfo) << "signal " << signal.si_signo << ": stopping";
   notify_stopping();
+  // The plugin first: its calls in flight still need the control API.
+  if (docker_plugin)
+    docker_plugin->stop(config.shutdown_timeout_seconds * kj::SECONDS).wait(io.waitScope);
   server.stop_accepting();
-  // NBD clients get no new requests read; those in flight complete and are answered.
-  if (nbd_server) nbd_server->stop();
   bool drained = server.drain(config.shutdown_timeout_seconds * kj::SECONDS).wait(io.waitScope);
   if (!drained) PXD_LOG(kWarn) << "stopping with control calls still running";
+  // ublk devices are released for the next pxd (or, with detach_on_stop, detached while
+  // the NBD socket still serves the fallback's relays): no block I/O reaches the pool after.
+  node.value()->stop_attachments(config.detach_on_stop);
+  // NBD clients get no new requests read; those in flight complete and are answered.
+  if (nbd_server) nbd_server->stop();
   Status synced = node.value()->sync();
   if (!synced.is_ok()) {
     PXD_LOG(kError) << "final sync failed: " << synced.message();

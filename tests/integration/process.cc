@@ -247,6 +247,10 @@ bool PxdProcess::start() {
   if (std::find(options_.extra_args.begin(), options_.extra_args.end(), "--nbd-socket") ==
       options_.extra_args.end())
     argv.insert(argv.end(), {"--nbd-socket", dir_ + "/run/nbd.sock"});
+  // No Docker plugin unless the test names a socket: the default one is the host's.
+  if (std::find(options_.extra_args.begin(), options_.extra_args.end(), "--docker-plugin-socket") ==
+      options_.extra_args.end())
+    argv.insert(argv.end(), {"--docker-plugin-socket", ""});
   // And private /dev/pxd<ID> links: volume ids of parallel tests' pools collide.
   if (std::find(options_.extra_args.begin(), options_.extra_args.end(), "--device-dir") ==
       options_.extra_args.end()) {
