@@ -209,7 +209,7 @@ Result<CreateOptions> parse_create_options(const std::string& docker_name, const
     if (key == "name")
       return invalid_argument(
           "option 'name' belongs in the volume name (name=NAME,...), not --opt");
-    PXD_RETURN_IF_ERROR(apply_option(&out, key, value, "(--opt)"));
+    PXD_RETURN_IF_ERROR(apply_option(&out, key, value, "given with --opt"));
   }
   return out;
 }

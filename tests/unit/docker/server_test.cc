@@ -15,6 +15,7 @@
 #include <random>
 
 #include "tests/support/temp_dir.h"
+#include "tests/support/unix_http.h"
 #include "tests/unit/docker/fake_volume_service.h"
 #include "tools/docker-plugin/plugin.h"
 
@@ -22,68 +23,6 @@ namespace pxd::testing {
 namespace {
 
 using Json = nlohmann::json;
-
-struct HttpReply {
-  int status = 0;  // 0: the connection closed without a reply
-  std::string body;
-};
-
-int connect_to(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{5, 0};  // every read is bounded
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return fd;
-}
-
-// Sends `raw` (optionally half-closing), reads one reply (or the close).
-HttpReply http_exchange(const std::string& socket, const std::string& raw,
-                        bool half_close = false) {
-  HttpReply reply;
-  int fd = connect_to(socket);
-  REQUIRE(fd >= 0);
-  size_t sent = 0;
-  while (sent < raw.size()) {
-    ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;  // the server may close early on a bad request
-    sent += static_cast<size_t>(n);
-  }
-  if (half_close) ::shutdown(fd, SHUT_WR);
-  std::string in;
-  char buf[4096];
-  size_t body_at = std::string::npos, length = 0;
-  while (true) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    in.append(buf, static_cast<size_t>(n));
-    if (body_at == std::string::npos) {
-      size_t end = in.find("\r\n\r\n");
-      if (end == std::string::npos) continue;
-      body_at = end + 4;
-      std::string head = in.substr(0, end);
-      for (auto& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      size_t cl = head.find("content-length:");
-      length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
-    }
-    if (in.size() >= body_at + length) break;
-  }
-  ::close(fd);
-  if (in.rfind("HTTP/1.1 ", 0) != 0 || body_at == std::string::npos) return reply;
-  reply.status = std::stoi(in.substr(9, 3));
-  reply.body = in.substr(body_at, length);
-  return reply;
-}
-
-std::string post(const std::string& path, const std::string& body) {
-  return "POST " + path + " HTTP/1.1\r\nHost: plugin\r\nContent-Type: " + docker::kContentType +
-         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-}
 
 struct Plugin {
   TempDir dir;
@@ -103,7 +42,7 @@ struct Plugin {
   ~Plugin() { plugin.stop(5 * kj::SECONDS).wait(io.waitScope); }
 
   HttpReply call(const std::string& path, const std::string& body) {
-    return http_exchange(socket, post(path, body));
+    return http_exchange(socket, http_post(path, body, docker::kContentType));
   }
 };
 
@@ -146,9 +85,9 @@ TEST_CASE("the socket: 0600, in a directory made root-only, removed at stop") {
     pid_t child = ::fork();
     if (child == 0) {
       if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
-      int fd = connect_to(socket);
+      int fd = unix_connect(socket);
       if (fd < 0) ::_exit(3);
-      std::string req = post("/Plugin.Activate", "");
+      std::string req = http_post("/Plugin.Activate", "");
       (void)!::write(fd, req.data(), req.size());
       char c;
       ssize_t n = ::recv(fd, &c, 1, 0);
@@ -159,7 +98,7 @@ TEST_CASE("the socket: 0600, in a directory made root-only, removed at stop") {
     ::waitpid(child, &status, 0);
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
-    CHECK(http_exchange(socket, post("/Plugin.Activate", "")).status == 200);
+    CHECK(http_exchange(socket, http_post("/Plugin.Activate", "")).status == 200);
 
     plugin.stop(5 * kj::SECONDS).wait(io.waitScope);
     CHECK(::access(socket.c_str(), F_OK) != 0);
@@ -178,7 +117,7 @@ TEST_CASE("the socket: 0600, in a directory made root-only, removed at stop") {
                                 return kj::heap<FakeVolumeService>(state);
                               }}};
     CHECK(again.start().wait(io.waitScope).is_ok());
-    CHECK(http_exchange(socket, post("/VolumeDriver.List", "{}")).status == 200);
+    CHECK(http_exchange(socket, http_post("/VolumeDriver.List", "{}")).status == 200);
     again.stop(5 * kj::SECONDS).wait(io.waitScope);
   }
 }
@@ -269,7 +208,7 @@ TEST_CASE("fuzz: random, truncated and malformed requests change nothing") {
       }
       case 2: {  // a real body cut short, with the full length announced, then EOF
         const std::string& body = real[rng() % std::size(real)];
-        std::string raw = post(path, body);
+        std::string raw = http_post(path, body);
         r = http_exchange(p.socket, raw.substr(0, raw.size() - 1 - rng() % body.size()), true);
         break;
       }
