@@ -8,6 +8,7 @@
 // case uses volumes of its own. If dockerd cannot run here the cases say why and pass as
 // skipped (CTest shows them skipped).
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -135,6 +136,47 @@ Env& env() {
       return;                                                                            \
     }                                                                                    \
   } while (0)
+
+// No Docker needed: when the socket exists, and pxd's settings for it.
+TEST_CASE("the plugin socket is there once pxd is ready, goes with it, and is configurable") {
+  TempDir dir;
+  std::string socket = dir / "p/pxd.sock";
+  {
+    PxdProcess pxd(dir.path(), PxdOptions{{"--docker-plugin-socket", socket}, {}, true});
+    REQUIRE(pxd.start());
+    // READY=1 came after the socket listens: Docker ordered after pxd finds the driver.
+    auto activate = http_exchange(socket, http_post("/Plugin.Activate", ""));
+    CHECK(activate.status == 200);
+    CHECK(Json::parse(activate.body)["Implements"] == Json{"VolumeDriver"});
+    struct stat st;
+    REQUIRE(::stat(socket.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    // A second pxd (own data dir) cannot take the socket over.
+    TempDir other;
+    PxdProcess second(other.path(), PxdOptions{{"--docker-plugin-socket", socket}, {}, false});
+    REQUIRE(second.start());
+    REQUIRE(wait_until([&] { return !second.running(); }, seconds(30)));
+    CHECK(second.log().find("cannot serve the Docker plugin: another process is serving the "
+                            "Docker plugin socket " +
+                            socket) != std::string::npos);
+    CHECK(http_exchange(socket, http_post("/VolumeDriver.List", "{}")).status == 200);
+    CHECK(pxd.stop() == 0);
+    CHECK(::access(socket.c_str(), F_OK) != 0);
+  }
+  // Off with "", which the test harness uses; relative paths and wrong types are refused.
+  auto relative = run({pxd_binary(), "--data-dir", dir / "d2", "--docker-plugin-socket", "x.sock"});
+  CHECK(relative.exit_code == 2);
+  CHECK(relative.err.find("Docker plugin socket 'x.sock' must be an absolute path") !=
+        std::string::npos);
+  std::string conf = dir / "pxd.conf";
+  std::ofstream(conf) << "docker_plugin_socket = 5\n";
+  auto typed = run({pxd_binary(), "--config", conf, "--data-dir", dir / "d3"});
+  CHECK(typed.exit_code == 2);
+  CHECK(typed.err.find("docker_plugin_socket") != std::string::npos);
+  auto help = run({pxd_binary(), "--help"});
+  CHECK(help.out.find("--docker-plugin-socket") != std::string::npos);
+  CHECK(help.out.find("docker_plugin_socket") != std::string::npos);
+}
 
 TEST_CASE(
     "docker volume create; one container writes, the next reads; ls and inspect show "
