@@ -249,13 +249,26 @@ kj::Promise<Reply> Driver::remove(Request request) {
   auto name = volume_name(request.name);
   if (name.has_error()) return failed(name.error());
   return serialized(name.value(), [this, name = name.value()]() -> kj::Promise<Reply> {
-    if (size_t n = ids_.count(name))
-      return failed(
-          busy("volume '" + name + "' is mounted for " + std::to_string(n) + " container(s)"));
-    return service_.remove(name).then([name](Status s) {
-      if (!s.is_ok()) return failed(s);
-      PXD_LOG(kInfo) << "docker plugin: removed '" << name << "'";
-      return ok(empty_body());
+    kj::Promise<Status> holders = Status::ok();
+    if (ids_.count(name) > 0) {
+      // IDs whose mount is gone (released with pxctl after dockerd lost its containers)
+      // hold nothing: forget them rather than refuse forever.
+      holders = service_.inspect(name).then([this, name](Result<VolumeInfo> found) {
+        if (found.has_value() && mounted_at(found.value(), mount_path(name)))
+          return busy("volume '" + name + "' is mounted for " + std::to_string(ids_.count(name)) +
+                      " container(s)");
+        PXD_LOG(kWarn) << "docker plugin: forgetting the mount IDs of '" << name
+                       << "', which is no longer mounted for Docker";
+        return ids_.drop(name);
+      });
+    }
+    return holders.then([this, name](Status held) -> kj::Promise<Reply> {
+      if (!held.is_ok()) return failed(held);
+      return service_.remove(name).then([name](Status s) {
+        if (!s.is_ok()) return failed(s);
+        PXD_LOG(kInfo) << "docker plugin: removed '" << name << "'";
+        return ok(empty_body());
+      });
     });
   });
 }
@@ -276,6 +289,13 @@ kj::Promise<Reply> Driver::mount(Request request) {
       if (mounted && ids_.contains(name, id)) return ok(mountpoint_body(path));  // a retry
       kj::Promise<Result<bool>> ready = Result<bool>(false);
       if (!mounted) {
+        // IDs without a mount (released behind Docker's back) would keep this new mount
+        // from ever being undone.
+        if (ids_.count(name) > 0) {
+          PXD_LOG(kWarn) << "docker plugin: forgetting the mount IDs of '" << name
+                         << "', which is no longer mounted for Docker";
+          if (Status s = ids_.drop(name); !s.is_ok()) return failed(s);
+        }
         ready =
             service_.mount(name, path)
                 .then([v, path](Result<std::pair<VolumeInfo, bool>> done) -> Result<bool> {

@@ -288,6 +288,30 @@ TEST_CASE("Mount failures record nothing") {
   }
 }
 
+TEST_CASE("IDs whose mount was released behind Docker's back are forgotten") {
+  Rig rig;
+  rig.state->add("v", 1ull << 30);
+  rig.mount("v", "lost-container");
+  CHECK(rig.fail(Endpoint::kRemove, {{"Name", "v"}}).find("mounted for 1 container(s)") !=
+        std::string::npos);
+  // As `pxctl host unmount v <mounts>/v` does after dockerd lost its containers.
+  {
+    std::lock_guard<std::mutex> lock(rig.state->mu);
+    rig.state->mount_refs.erase("v");
+  }
+  SUBCASE("the next Mount starts a fresh count") {
+    rig.mount("v", "new-container");
+    CHECK(rig.ids->count("v") == 1);
+    rig.unmount("v", "new-container");
+    CHECK(rig.state->refs("v") == 0);
+  }
+  SUBCASE("Remove goes ahead") {
+    rig.ok(Endpoint::kRemove, {{"Name", "v"}});
+    CHECK(rig.ids->count("v") == 0);
+    CHECK(rig.state->names().empty());
+  }
+}
+
 TEST_CASE("Unmount after the volume was force-deleted behind Docker's back") {
   Rig rig;
   rig.state->add("v", 1ull << 30);
