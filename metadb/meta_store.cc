@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "metadb/info_log.h"
 #include "metadb/records.h"
 #include "metadb/store_lock.h"
 
@@ -36,6 +37,9 @@ Status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
   if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return busy(std::move(m));
   return io_error(std::move(m));
 }
+
+// Old info logs (LOG.old.*) kept beside the current one.
+constexpr size_t kOldInfoLogs = 3;
 
 // The read-only pre-check in open() must not write RocksDB's LOG file (the default logger
 // rotates it on every open), so its messages go nowhere; failures still come back as the
@@ -62,7 +66,6 @@ rocksdb::Options make_options(const MetaStoreOptions& o) {
   // process crash (the contract in meta_store.h).
   opt.manual_wal_flush = false;
   opt.max_open_files = 256;
-  opt.keep_log_file_num = 3;
   // A recycled WAL can hold a stale tail that point-in-time recovery must tell apart from
   // a torn write; fresh files avoid the question.
   opt.recycle_log_file_num = 0;
@@ -240,6 +243,20 @@ struct MetaStore::Rep {
   std::deque<PoolRecord> pool_versions;  // appended under cache_mu
   std::atomic<const PoolRecord*> pool{nullptr};
   std::atomic<uint64_t> next_id{0};
+  // The first failed write or sync. RocksDB's WAL writer must not be used after it fails
+  // (Debian's build asserts), and nothing written after it could be trusted anyway.
+  std::mutex failure_mu;
+  Status failure;  // GUARDED_BY(failure_mu)
+
+  Status failed() {
+    std::lock_guard<std::mutex> lock(failure_mu);
+    return failure;
+  }
+  Status fail(Status s) {
+    std::lock_guard<std::mutex> lock(failure_mu);
+    if (failure.is_ok()) failure = s;
+    return s;
+  }
 
   Rep(StoreLock l, std::unique_ptr<rocksdb::DB> d, StoreState state)
       : lock(std::move(l)), db(std::move(d)) {
@@ -251,7 +268,8 @@ struct MetaStore::Rep {
   ~Rep() {
     // A clean shutdown leaves everything durable, so that a later machine crash does not
     // lose writes acknowledged (with sync=false) before the close.
-    rocksdb::Status s = db->FlushWAL(/*sync=*/true);
+    rocksdb::Status s;
+    if (failed().is_ok()) s = db->FlushWAL(/*sync=*/true);
     if (!s.ok()) {
       PXD_LOG(kWarn) << "metadata store: sync at close failed: " << s.ToString();
     }
@@ -284,6 +302,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::create(const std::string& dir, con
   if (path_exists(current)) return already_exists("a metadata store already exists at " + dir);
 
   rocksdb::Options opt = make_options(options);
+  opt.info_log = InfoLog::open(dir, kOldInfoLogs);
   opt.create_if_missing = true;
   opt.error_if_exists = true;
   rocksdb::DB* raw = nullptr;
@@ -332,8 +351,10 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir,
     if (state.has_error()) return state.error().with_context(dir);
   }
 
+  rocksdb::Options opt = make_options(options);
+  opt.info_log = InfoLog::open(dir, kOldInfoLogs);
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(make_options(options), dir, &raw);
+  rocksdb::Status s = rocksdb::DB::Open(opt, dir, &raw);
   if (!s.ok()) {
     if (lock.held() && s.IsIOError()) {
       if (auto pid = lock.posix_lock_holder()) return locked_by(dir, *pid);
@@ -360,10 +381,11 @@ Status MetaStore::write(MetaBatch& batch, bool sync) {
   wo.sync = sync;
   wo.disableWAL = false;
 
+  PXD_RETURN_IF_ERROR(rep_->failed());
   std::unique_lock<std::mutex> cache_lock(rep_->cache_mu, std::defer_lock);
   if (b.pool || b.next_id) cache_lock.lock();
   rocksdb::Status s = rep_->db->Write(wo, &b.batch);
-  if (!s.ok()) return from_rocksdb(s, "metadata write");
+  if (!s.ok()) return rep_->fail(from_rocksdb(s, "metadata write"));
   if (b.pool) {
     rep_->pool_versions.push_back(*b.pool);
     rep_->pool.store(&rep_->pool_versions.back(), std::memory_order_release);
@@ -373,8 +395,9 @@ Status MetaStore::write(MetaBatch& batch, bool sync) {
 }
 
 Status MetaStore::sync() {
+  PXD_RETURN_IF_ERROR(rep_->failed());
   rocksdb::Status s = rep_->db->FlushWAL(/*sync=*/true);
-  if (!s.ok()) return from_rocksdb(s, "metadata sync");
+  if (!s.ok()) return rep_->fail(from_rocksdb(s, "metadata sync"));
   return Status::ok();
 }
 

@@ -133,6 +133,8 @@ class MetaStore {
                                                  const MetaStoreOptions& options = {});
   ~MetaStore();
 
+  // After a write or sync fails, the store is failed: every later write and sync returns
+  // that first failure without touching the disk (reopen to recover).
   Status write(MetaBatch& batch, bool sync);
   // Makes every write that returned before this call durable.
   Status sync();

@@ -463,5 +463,18 @@ TEST_CASE("a visitor's error ends the scan with that error") {
   CHECK(seen == 1);
 }
 
+TEST_CASE("the info log is LOG, rotated at each open, with three old logs kept") {
+  TempDir tmp;
+  must_create(tmp.store()).reset();
+  for (int i = 0; i < 5; ++i) must_open(tmp.store()).reset();
+  namespace fs = std::filesystem;
+  int old = 0;
+  for (const auto& e : fs::directory_iterator(tmp.store()))
+    if (e.path().filename().string().rfind("LOG.old.", 0) == 0) ++old;
+  CHECK(old == 3);
+  // RocksDB writes its options and recovery steps there at every open.
+  CHECK(fs::file_size(tmp.store() + "/LOG") > 0);
+}
+
 }  // namespace
 }  // namespace pxd::metadb
