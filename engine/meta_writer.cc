@@ -81,6 +81,11 @@ Status MetaWriter::write_on_thread(metadb::MetaBatch& batch, bool sync) {
   return status;
 }
 
+uint64_t MetaWriter::queued_sequence() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_sequence_ - 1;
+}
+
 uint64_t MetaWriter::committed_sequence() const {
   std::lock_guard<std::mutex> lock(mu_);
   return committed_;

@@ -56,7 +56,8 @@ class MetaWriter {
   Status sync_and_wait();
   void run_and_wait(std::function<void()> fn);
 
-  // Highest sequence number written, and durable. committed >= durable.
+  // Highest sequence number queued, written, and durable. queued >= committed >= durable.
+  uint64_t queued_sequence() const;
   uint64_t committed_sequence() const;
   uint64_t durable_sequence() const;
   // Ok, or the first failure.

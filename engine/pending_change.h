@@ -46,9 +46,11 @@ struct PendingChange final : IoCompletion {
   uint32_t overlay_length = 0;
   const std::byte* overlay = nullptr;
 
-  std::vector<IoRequest*> commit_waiters;  // complete one part each once committed
-  IoRequest* waiters = nullptr;            // re-dispatch once committed
-  std::vector<uint64_t> freed;             // chunks this change left unreferenced
+  // kCopy, kUnmap: complete one part each once committed. (Writes into a kAllocate
+  // complete with their data; flush and FUA wait for the commit through the metadata sync.)
+  std::vector<IoRequest*> commit_waiters;
+  IoRequest* waiters = nullptr;  // re-dispatch once committed
+  std::vector<uint64_t> freed;   // chunks this change left unreferenced
 };
 
 }  // namespace pxd

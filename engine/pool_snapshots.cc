@@ -11,7 +11,7 @@ namespace pxd {
 std::unordered_map<uint64_t, uint64_t> Pool::view_of(const Tree& tree, uint32_t generation) {
   std::unordered_map<uint64_t, uint64_t> map;
   for (const auto& [ci, e] : tree.live) {
-    if (e.pool_chunk != kNoChunk && e.birth <= generation) map[ci] = e.pool_chunk;
+    if (e.birth <= generation) map[ci] = e.pool_chunk;
   }
   for (const auto& [key, h] : tree.history) {
     if (key.second <= generation && generation < h.death) map[key.first] = h.pool_chunk;
@@ -203,12 +203,12 @@ void Pool::account(const metadb::ObjectRecord& rec, ObjectInfo& info) {
   if (rec.kind == metadb::ObjectKind::kVolume) {
     const uint32_t newest = tree->newest_snapshot();
     for (const auto& [ci, e] : tree->live) {
-      if (e.pool_chunk != kNoChunk) add(e.pool_chunk, e.birth > newest);
+      add(e.pool_chunk, e.birth > newest);
     }
   } else {
     const uint32_t s = rec.generation;
     for (const auto& [ci, e] : tree->live) {
-      if (e.pool_chunk != kNoChunk && e.birth <= s) add(e.pool_chunk, false);
+      if (e.birth <= s) add(e.pool_chunk, false);
     }
     for (const auto& [key, h] : tree->history) {
       if (key.second > s || s >= h.death) continue;

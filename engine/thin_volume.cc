@@ -151,8 +151,9 @@ void ThinVolume::start_flush(IoRequest* req) {
     ++req->pending;
     req->ring->fdatasync(dev->fd(), req);
   }
+  // Extents of completed first writes may still be queued: sync up to everything queued.
   MetaWriter& writer = pool_.writer();
-  if (writer.durable_sequence() < writer.committed_sequence()) {
+  if (writer.durable_sequence() < writer.queued_sequence()) {
     ++req->pending;
     IoRing* ring = req->ring;
     writer.sync([ring, req](const Status& s) {
@@ -271,9 +272,8 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
 
   // Phase 2: start everything.
   req->generation = gen;
-  metadb::MetaBatch batch;
-  std::vector<PendingChange*> to_commit;
   std::vector<PendingChange*> to_copy;
+  bool changes = false;
   for (Segment& s : segs) {
     switch (s.action) {
       case Segment::Action::kNone:
@@ -286,29 +286,33 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         break;
       }
       case Segment::Action::kIntoPending: {
+        // Like the allocation it joins, complete once the data is in the chunk.
         PendingChange* p = s.entry->pending;
         auto loc = pool_.locate(p->new_chunk);
-        req->pending += 2;  // the data write, and the commit it waits for
+        ++req->pending;
         ++req->inplace_segments;
-        p->commit_waiters.push_back(req);
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         break;
       }
       case Segment::Action::kAllocate: {
-        auto* p = new PendingChange(PendingChange::Kind::kAllocate, this, s.chunk_index, gen);
+        // The entry names the new chunk at once, so the write completes (and is readable)
+        // as soon as its data is in the chunk, while its extent is still committing. The
+        // commit is queued here, under the tree lock, before the write can complete: a
+        // flush, FUA, snapshot or clone queued after the completion is ordered after it.
+        auto* p = new_change(PendingChange::Kind::kAllocate, s.chunk_index, gen);
         p->new_chunk = s.new_chunk;
         LiveEntry& e = tree_.live[s.chunk_index];
-        e = LiveEntry{kNoChunk, gen, false, p};
+        e = LiveEntry{s.new_chunk, gen, false, p};
         auto loc = pool_.locate(s.new_chunk);
-        req->pending += 2;
+        ++req->pending;
         ++req->inplace_segments;
-        p->commit_waiters.push_back(req);
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
-        to_commit.push_back(p);
+        queue_commit(p);
+        changes = true;
         break;
       }
       case Segment::Action::kCopy: {
-        auto* p = new PendingChange(PendingChange::Kind::kCopy, this, s.chunk_index, gen);
+        auto* p = new_change(PendingChange::Kind::kCopy, s.chunk_index, gen);
         p->new_chunk = s.new_chunk;
         p->old_chunk = s.entry->pool_chunk;
         p->old_birth = s.entry->birth;
@@ -320,16 +324,17 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         ++req->pending;
         p->commit_waiters.push_back(req);
         to_copy.push_back(p);
+        changes = true;
         break;
       }
       case Segment::Action::kUnmap: {
-        auto* p = new PendingChange(PendingChange::Kind::kUnmap, this, s.chunk_index, gen);
+        auto* p = new_change(PendingChange::Kind::kUnmap, s.chunk_index, gen);
         p->old_chunk = s.entry->pool_chunk;
         p->old_birth = s.entry->birth;
         s.entry->pending = p;
         ++req->pending;
         p->commit_waiters.push_back(req);
-        to_commit.push_back(p);
+        queue_commit(p);
         break;
       }
     }
@@ -337,9 +342,8 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
   if (req->inplace_segments > 0) ++tree_.inplace_writes[gen];
   if (fua) req->volume_flags |= kNeedsMetaSync;
   lock.unlock();
-  if (!to_commit.empty() || !to_copy.empty()) pool_.request_refill();
+  if (changes) pool_.request_refill();
 
-  for (PendingChange* p : to_commit) commit_change(p);
   for (PendingChange* p : to_copy) {
     void* buf = nullptr;
     if (posix_memalign(&buf, 4096, pool_.chunk_size()) != 0) {
@@ -375,24 +379,46 @@ void ThinVolume::copy_step(PendingChange* p, int result) {
   commit_change(p);
 }
 
+PendingChange* ThinVolume::new_change(PendingChange::Kind kind, uint64_t chunk_index,
+                                      uint32_t generation) {
+  changes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  return new PendingChange(kind, this, chunk_index, generation);
+}
+
+void ThinVolume::end_change(PendingChange* p) {
+  delete p;
+  changes_in_flight_.fetch_sub(1, std::memory_order_release);
+}
+
+ThinVolume::~ThinVolume() {
+  // A first write completes before its extent commits, so a handle can be released while
+  // commits it queued are still to run finalize_change() on this object. Every change
+  // still in flight here is such a commit: copies and unmaps hold their request until
+  // finalize_change() or fail_change() is done with them, and both complete requests
+  // through the ring's queue, with end_change() as their last touch of this object. The
+  // commits were queued before this job, so they have finished once it has run.
+  if (changes_in_flight_.load(std::memory_order_acquire) > 0) pool_.writer().run_and_wait([] {});
+}
+
 void ThinVolume::commit_change(PendingChange* p) {
+  std::lock_guard<std::mutex> lock(tree_.mu);
+  queue_commit(p);
+}
+
+void ThinVolume::queue_commit(PendingChange* p) {
   metadb::MetaBatch batch;
-  {
-    std::lock_guard<std::mutex> lock(tree_.mu);
-    if (p->kind != PendingChange::Kind::kAllocate) {
-      pool_.end_live_entry(tree_, p->chunk_index, p->old_birth, p->old_chunk, p->birth, batch,
-                           p->freed);
-    }
-    if (p->kind != PendingChange::Kind::kUnmap) {
-      batch.put_extent({tree_.id, p->chunk_index, p->birth},
-                       {p->new_chunk, metadb::kLiveGeneration});
-      batch.delete_dirty(p->new_chunk);
-    }
-    // Sequence numbers are handed out in queue order; under the tree lock, so
-    // last_commit only grows.
-    tree_.last_commit = pool_.writer().commit(
-        std::move(batch), false, [this, p](const Status& s) { finalize_change(p, s); });
+  if (p->kind != PendingChange::Kind::kAllocate) {
+    pool_.end_live_entry(tree_, p->chunk_index, p->old_birth, p->old_chunk, p->birth, batch,
+                         p->freed);
   }
+  if (p->kind != PendingChange::Kind::kUnmap) {
+    batch.put_extent({tree_.id, p->chunk_index, p->birth}, {p->new_chunk, metadb::kLiveGeneration});
+    batch.delete_dirty(p->new_chunk);
+  }
+  // Sequence numbers are handed out in queue order; under the tree lock, so last_commit
+  // only grows.
+  tree_.last_commit = pool_.writer().commit(std::move(batch), false,
+                                            [this, p](const Status& s) { finalize_change(p, s); });
 }
 
 // Runs on the metadata thread once the change's batch is written (or failed).
@@ -403,15 +429,14 @@ void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
   {
     std::lock_guard<std::mutex> lock(tree_.mu);
     auto it = tree_.live.find(p->chunk_index);
-    if (status.is_ok()) {
-      if (p->kind == PendingChange::Kind::kUnmap) {
-        tree_.live.erase(it);
-      } else {
-        it->second = LiveEntry{p->new_chunk, p->birth, false, nullptr};
-      }
-    } else if (p->kind == PendingChange::Kind::kAllocate) {
+    if (status.is_ok() && p->kind == PendingChange::Kind::kUnmap) {
       tree_.live.erase(it);
+    } else if (status.is_ok() && p->kind == PendingChange::Kind::kCopy) {
+      it->second = LiveEntry{p->new_chunk, p->birth, false, nullptr};
     } else {
+      // An allocation names its chunk from the start (and a clone may have marked it
+      // shared since). If its commit failed, writes to it may have completed: the data
+      // stays readable, and the pool, now read-only, fails every flush.
       it->second.pending = nullptr;
     }
     commit_waiters.swap(p->commit_waiters);
@@ -424,7 +449,7 @@ void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
     redispatch_later(r);
     r = next;
   }
-  delete p;
+  end_change(p);  // last: ~ThinVolume may run as soon as the count drops
 }
 
 // A copy failed before its commit: the old mapping stays, the new chunk (which may hold
@@ -440,14 +465,16 @@ void ThinVolume::fail_change(PendingChange* p, int error) {
   }
   pool_.allocator().drop_reference(p->new_chunk);
   pool_.retire({p->new_chunk});
-  for (IoRequest* r : commit_waiters) step(r, error);
+  // Completed from the ring's queue, not from here: a completion may release the last
+  // handle, and this object must outlive end_change() (see ~ThinVolume).
+  for (IoRequest* r : commit_waiters) r->ring->post([r, error] { ThinVolume::step(r, error); });
   for (IoRequest* r = waiters; r;) {
     IoRequest* next = r->next_waiter;
     redispatch_later(r);
     r = next;
   }
   std::free(p->buffer);
-  delete p;
+  end_change(p);
 }
 
 void ThinVolume::finish(IoRequest* req) {

@@ -3,21 +3,26 @@
 // Reads look the chunk up in the tree's live map (one hash lookup, whatever the number
 // of snapshots) and read the pool directly. A write to a chunk the volume owns alone goes
 // in place with no metadata write. A write to an unmapped chunk takes a chunk from the
-// allocation reserve, writes the data and commits the new extent (in parallel: a fresh
-// chunk reads as zeros, so the order does not matter for crash safety). A write to a
-// shared chunk (seen by a snapshot, or named by a clone) copies the chunk with the new
-// data overlaid, makes the copy durable, then commits the new extent. While such a change
-// is being committed the chunk has a PendingChange; requests that would change the same
-// chunk wait for it and are re-dispatched on their own ring afterwards.
+// allocation reserve (known to read as zeros), queues the new extent's commit and writes
+// the data; it completes once the data is in the chunk, without waiting for the commit,
+// and is readable at once. A flush or FUA write syncs the metadata up to everything
+// queued before it (doc/engine.md has why this order is safe). A write to a shared chunk
+// (seen by a snapshot, or named by a clone) copies the chunk with the new data overlaid,
+// makes the copy durable, then commits the new extent. While a chunk's mapping changes
+// it has a PendingChange; requests that would change the same chunk wait for it and are
+// re-dispatched on their own ring afterwards.
 //
 // Thread safety: submit() from any thread that owns the ring it passes. Internal state is
-// the tree's, under Tree::mu.
+// the tree's, under Tree::mu. Releasing the last handle may wait briefly for the metadata
+// thread (extent commits of completed first writes still queued): never release it on
+// the metadata thread.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 
+#include "engine/pending_change.h"
 #include "engine/pool_state.h"
 #include "engine/tree.h"
 #include "engine/volume.h"
@@ -28,6 +33,8 @@ class ThinVolume final : public Volume {
  public:
   // The Pool counts open handles in the deleter of the shared_ptr it hands out.
   ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes, uint32_t block_size);
+  // Waits for the commits of first writes that already completed (see .cc).
+  ~ThinVolume() override;
 
   uint64_t id() const override { return id_; }
   uint64_t size_bytes() const override { return size_.load(std::memory_order_acquire); }
@@ -55,14 +62,20 @@ class ThinVolume final : public Volume {
   void redispatch_later(IoRequest* req);
   void finalize_change(PendingChange* change, const Status& status);
   void fail_change(PendingChange* change, int error);
+  // Queues the change's metadata batch; commit_change takes the tree lock, queue_commit
+  // REQUIRES: tree_.mu held.
   void commit_change(PendingChange* change);
+  void queue_commit(PendingChange* change);
   void copy_step(PendingChange* change, int result);
+  PendingChange* new_change(PendingChange::Kind kind, uint64_t chunk_index, uint32_t generation);
+  void end_change(PendingChange* change);
 
   PoolState& pool_;
   Tree& tree_;
   const uint64_t id_;
   std::atomic<uint64_t> size_;
   const uint32_t block_size_;
+  std::atomic<uint32_t> changes_in_flight_{0};  // PendingChanges not yet finalized
 };
 
 }  // namespace pxd

@@ -27,7 +27,7 @@ namespace pxd {
 struct PendingChange;  // an allocation, copy-on-write or unmap being committed
 
 struct LiveEntry {
-  uint64_t pool_chunk = kNoChunk;  // kNoChunk while the first allocation commits
+  uint64_t pool_chunk = kNoChunk;  // set from the start, also while `pending` allocates it
   uint32_t birth = 0;
   // Came from a clone or restore, so another entry may name the same chunk; cleared once
   // a write sees the reference count at one.

@@ -1,0 +1,343 @@
+// tests/unit/engine/commit_order_test.cc: a first write completes before its extent commits.
+//
+// A write into a chunk the volume has never written takes a fresh chunk from the reserve
+// and queues the new extent's commit; it completes as soon as its data is in the chunk
+// (doc/engine.md, "Durability and crash safety"). What makes that safe is checked here
+// with the metadata thread held where the test wants it by real kernel mechanisms on the
+// filesystem that holds the metadata store (ext4 on a loop device): fsfreeze stops its
+// writes, and the shutdown ioctl makes them fail, as a dead metadata disk would. The pool
+// file stays on the test's own filesystem, so data writes go on meanwhile.
+//
+// A power loss is simulated as in nbd/multi_conn_test.cc: the metadata filesystem is
+// mounted with commit=600, so a copy of its image holds only what was explicitly synced.
+// Needs root (loop devices, mount, freeze); skipped otherwise.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/units.h"
+#include "engine/io_ring.h"
+#include "engine/pool.h"
+#include "tests/integration/process.h"
+#include "tests/support/pool_fixture.h"
+#include "tests/support/sync_io.h"
+#include "tests/support/temp_dir.h"
+
+namespace pxd::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// The shutdown ioctl of ext4, xfs and f2fs (XFS_IOC_GOINGDOWN), with "do not flush the
+// log": every later write or sync on the filesystem fails with EIO.
+constexpr unsigned long kFsIocShutdown = _IOR('X', 125, uint32_t);
+constexpr uint32_t kShutdownNoLogFlush = 0x2;
+
+constexpr uint64_t kChunk = 64 * 1024;
+
+// An ext4 filesystem in `image` on a loop device, mounted at `dir` with commit=600;
+// thawed, unmounted and detached on every exit path.
+class MetaFs {
+ public:
+  MetaFs(const std::string& image, const std::string& dir) : image_(image), dir_(dir) {
+    RunResult r = run({"truncate", "-s", "64M", image}, {}, 30s);
+    REQUIRE(r.exit_code == 0);
+    r = run({"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", image}, {},
+            60s);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    std::filesystem::create_directories(dir);
+    mount(image);
+  }
+  ~MetaFs() { unmount(); }
+
+  void mount(const std::string& image) {
+    RunResult r = run({"losetup", "--find", "--show", image}, {}, 30s);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    device_ = r.out.substr(0, r.out.find('\n'));
+    r = run({"mount", "-t", "ext4", "-o", "commit=600", device_, dir_}, {}, 30s);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    mounted_ = true;
+  }
+  void unmount() {
+    thaw();
+    if (mounted_) run({"umount", dir_}, {}, 30s);
+    mounted_ = false;
+    if (!device_.empty()) run({"losetup", "-d", device_}, {}, 30s);
+    device_.clear();
+  }
+  // Writes to the filesystem block until thaw().
+  void freeze() {
+    RunResult r = run({"fsfreeze", "-f", dir_}, {}, 30s);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    frozen_ = true;
+  }
+  void thaw() {
+    if (frozen_) run({"fsfreeze", "-u", dir_}, {}, 30s);
+    frozen_ = false;
+  }
+  // Every later write fails, and nothing unsynced reaches the image.
+  void shut_down() {
+    int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    uint32_t flags = kShutdownNoLogFlush;
+    int rc = ::ioctl(fd, kFsIocShutdown, &flags);
+    ::close(fd);
+    REQUIRE_MESSAGE(rc == 0, "shutdown ioctl: " << std::strerror(errno));
+  }
+  // The image as a machine that lost power now would find it.
+  void copy_image(const std::string& to) {
+    RunResult r = run({"cp", "--sparse=always", image_, to}, {}, 60s);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  }
+  // Mounts `image` in place of the current one, at the same directory.
+  void replace_with(const std::string& image) {
+    unmount();
+    image_ = image;
+    mount(image);
+  }
+
+ private:
+  std::string image_, dir_, device_;
+  bool mounted_ = false;
+  bool frozen_ = false;
+};
+
+// One request on a test-owned ring, completed by polling with a deadline.
+struct Pending {
+  Pending(IoOp op, uint64_t offset, uint64_t length, std::byte* buffer) {
+    req.op = op;
+    req.offset = offset;
+    req.length = length;
+    req.buffer = buffer;
+    req.user = this;
+    req.done = [](IoRequest* r, int result) {
+      auto* self = static_cast<Pending*>(r->user);
+      self->result = result;
+      self->done = true;
+    };
+  }
+  // Runs `ring` until the request completes or `limit` passes; true if it completed.
+  bool wait(IoRing& ring, std::chrono::milliseconds limit) {
+    const auto end = Clock::now() + limit;
+    while (!done && Clock::now() < end) ring.run_once(true, 10);
+    return done;
+  }
+  IoRequest req;
+  bool done = false;
+  int result = 1;
+};
+
+std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed * 31 + i * 7 + i / 4096);
+  return v;
+}
+
+// The pool: metadata on the loop filesystem, its one device a file in `dir`.
+struct Setup {
+  Setup() {
+    PoolOptions options;
+    options.devices.push_back({dir / "pool0.img", 64 * kMiB});
+    options.chunk_size = kChunk;
+    auto p = Pool::create(meta(), options);
+    REQUIRE_MESSAGE(p.has_value(), p.error().to_string());
+    pool = std::move(p).value();
+    // Queued after the allocation reserve's first refill: once this returns, the reserve
+    // is filled and persisted, so first writes need nothing from the metadata thread.
+    REQUIRE(pool->create_volume(VolumeSpec{"vol", 16 * kMiB, 4096, {}, {}}).has_value());
+    auto v = pool->open_volume("vol");
+    REQUIRE(v.has_value());
+    vol = v.value();
+  }
+  std::string meta() const { return dir / "mnt/meta"; }
+  // The power goes out now: the pool reopens from a copy of the metadata image as the
+  // loop device holds it. (The pool file keeps what reached the page cache: only the
+  // metadata is put to the test.)
+  void lose_power_and_reopen() {
+    fs.copy_image(dir / "crash.img");
+    vol.reset();
+    pool.reset();
+    fs.replace_with(dir / "crash.img");
+    reopen();
+  }
+  void reopen() {
+    auto p = Pool::open(meta());
+    REQUIRE_MESSAGE(p.has_value(), p.error().to_string());
+    pool = std::move(p).value();
+  }
+
+  TempDir dir;
+  MetaFs fs{dir / "meta.img", dir / "mnt"};
+  std::unique_ptr<Pool> pool;
+  std::shared_ptr<Volume> vol;  // released before the pool, the pool before the fs
+  std::unique_ptr<IoRing> ring = IoRing::create(64).value();
+  SyncIo io;
+  // Destroyed first: a test that fails while the filesystem is frozen must not leave the
+  // handle and the pool waiting for it.
+  struct ThawOnExit {
+    MetaFs& fs;
+    ~ThawOnExit() { fs.thaw(); }
+  } thaw_on_exit{fs};
+};
+
+// Writes `data` at `offset` of a fresh chunk while the metadata filesystem is frozen, so
+// the extent's commit cannot run. True if the write completed, successfully, within 10 s.
+// If it did not, thaws and lets it finish, so that the test fails cleanly.
+bool write_before_commit(Setup& s, uint64_t offset, const std::vector<uint8_t>& data) {
+  AlignedBuf buf(data.size());
+  std::memcpy(buf.data, data.data(), data.size());
+  Pending write(IoOp::kWrite, offset, data.size(), buf.data);
+  s.vol->submit(*s.ring, &write.req);
+  if (write.wait(*s.ring, 10s)) return write.result == 0;
+  MESSAGE("the write waited for its extent's commit");
+  s.fs.thaw();
+  REQUIRE(write.wait(*s.ring, 60s));
+  return false;
+}
+
+bool skip_unless_root() {
+  if (::geteuid() == 0) return false;
+  MESSAGE("skipped: needs root for loop devices, mount and fsfreeze");
+  return true;
+}
+
+TEST_CASE(
+    "a first write completes and reads back while its extent cannot commit; a flush "
+    "waits for that commit and makes it durable") {
+  if (skip_unless_root()) return;
+  Setup s;
+  const auto data = pattern(8192, 1);
+  const uint64_t offset = 5 * kChunk + 8192;
+  s.fs.freeze();
+  REQUIRE(write_before_commit(s, offset, data));
+  CHECK(s.io.read(*s.vol, offset, data.size()) == data);
+  CHECK(all_bytes(s.io.read(*s.vol, 5 * kChunk, 8192), 0));
+  std::vector<VolumeExtent> map;
+  s.vol->map_extents(5 * kChunk, kChunk, map);
+  REQUIRE(map.size() == 1);
+  CHECK(map[0].allocated);
+  // The extent is still queued behind the frozen filesystem: no flush may finish.
+  Pending flush(IoOp::kFlush, 0, 0, nullptr);
+  s.vol->submit(*s.ring, &flush.req);
+  CHECK_FALSE_MESSAGE(flush.wait(*s.ring, 500ms), "a flush finished before the extent commit");
+  s.fs.thaw();
+  REQUIRE(flush.wait(*s.ring, 60s));
+  CHECK(flush.result == 0);
+
+  // The power goes out right after the flush: the extent must be in the store.
+  s.lose_power_and_reopen();
+  auto vol = s.pool->open_volume("vol");
+  REQUIRE(vol.has_value());
+  CHECK(s.io.read(*vol.value(), offset, data.size()) == data);
+  CHECK(s.pool->usage().used_bytes == kChunk);
+}
+
+TEST_CASE(
+    "a commit that fails after its write completed fails every later flush; the write "
+    "is gone after a restart and its chunk is reclaimed") {
+  if (skip_unless_root()) return;
+  Setup s;
+  const auto data = pattern(4096, 2);
+  s.fs.shut_down();  // the metadata disk dies: the extent commit below cannot succeed
+  CHECK(s.io.write(*s.vol, 3 * kChunk, data) == 0);
+  // Readable at once, and until the restart (memory keeps the mapping).
+  CHECK(s.io.read(*s.vol, 3 * kChunk, data.size()) == data);
+  // Whatever the timing of the failed commit, no flush succeeds from now on, and the pool
+  // takes no more changes.
+  CHECK(s.io.flush(*s.vol) == -EIO);
+  CHECK(s.io.flush(*s.vol) == -EIO);
+  CHECK(s.io.write(*s.vol, 3 * kChunk, data) == -EIO);
+  CHECK(s.io.write(*s.vol, 7 * kChunk, data) == -EIO);
+  CHECK(s.io.discard(*s.vol, 3 * kChunk, kChunk) == -EIO);
+  CHECK(s.io.read(*s.vol, 3 * kChunk, data.size()) == data);
+  CHECK_FALSE(s.pool->create_snapshot("vol", "snap").has_value());
+
+  s.vol.reset();
+  s.pool.reset();
+  s.fs.unmount();
+  s.fs.mount(s.dir / "meta.img");
+  s.reopen();
+  auto vol = s.pool->open_volume("vol");
+  REQUIRE(vol.has_value());
+  CHECK(all_bytes(s.io.read(*vol.value(), 3 * kChunk, kChunk), 0));
+  PoolUsage u = s.pool->usage();
+  CHECK(u.used_bytes == 0);
+  CHECK(u.reclaiming_bytes == 0);
+  CHECK(u.free_bytes == u.capacity_bytes);
+  CHECK(s.pool->inspect("snap").has_value() == false);
+}
+
+TEST_CASE("releasing a handle waits for the extent commits of its completed first writes") {
+  if (skip_unless_root()) return;
+  Setup s;
+  const auto data = pattern(4096, 3);
+  s.fs.freeze();
+  REQUIRE(write_before_commit(s, 2 * kChunk, data));
+  REQUIRE(write_before_commit(s, 9 * kChunk, data));
+  std::shared_ptr<Volume> handle = std::move(s.vol);
+  auto released = std::async(std::launch::async, [&handle] { handle.reset(); });
+  CHECK(released.wait_for(300ms) == std::future_status::timeout);
+  s.fs.thaw();
+  REQUIRE(released.wait_for(60s) == std::future_status::ready);
+  // Closed for good: the volume can go, and with it every chunk it had.
+  CHECK(s.pool->inspect("vol").value().open_handles == 0);
+  CHECK(s.pool->usage().used_bytes == 2 * kChunk);
+  CHECK(s.pool->remove("vol").is_ok());
+  wait_for_reclaim(*s.pool);
+  CHECK(s.pool->usage().used_bytes == 0);
+  CHECK(s.pool->usage().reclaiming_bytes == 0);
+}
+
+TEST_CASE(
+    "a snapshot or clone taken while a first write's extent is queued has the write, "
+    "durably") {
+  if (skip_unless_root()) return;
+  Setup s;
+  const auto first = pattern(4096, 4), second = pattern(4096, 5);
+  const uint64_t offset = 6 * kChunk + 4096;
+  bool clone = false;
+  SUBCASE("snapshot") {
+    clone = false;
+  }
+  SUBCASE("clone") {
+    clone = true;
+  }
+  s.fs.freeze();
+  REQUIRE(write_before_commit(s, offset, first));
+  // The control operation queues its batch behind the extent and waits for it.
+  auto taken = std::async(std::launch::async, [&s, clone] {
+    return clone ? s.pool->clone("vol", "copy").has_value()
+                 : s.pool->create_snapshot("vol", "copy").has_value();
+  });
+  CHECK(taken.wait_for(300ms) == std::future_status::timeout);
+  s.fs.thaw();
+  REQUIRE(taken.wait_for(60s) == std::future_status::ready);
+  REQUIRE(taken.get());
+  // Copy-on-write from now on: the copy keeps the first data.
+  CHECK(s.io.write(*s.vol, offset, second) == 0);
+  {
+    auto copy = s.pool->open_volume("copy");
+    REQUIRE(copy.has_value());
+    CHECK(s.io.read(*copy.value(), offset, first.size()) == first);
+    CHECK(s.io.read(*s.vol, offset, second.size()) == second);
+  }
+  // The control operation is durable when it returns, and so is everything it depends on.
+  s.lose_power_and_reopen();
+  auto copy = s.pool->open_volume("copy");
+  REQUIRE(copy.has_value());
+  CHECK(s.io.read(*copy.value(), offset, first.size()) == first);
+}
+
+}  // namespace
+}  // namespace pxd::testing
