@@ -5,11 +5,8 @@
 
 namespace pxd {
 
-namespace {
-constexpr size_t kMaxReserveBatch = 4096;
-}
-
-ChunkAllocator::ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts) {
+ChunkAllocator::ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts, size_t max_reserve)
+    : max_reserve_batch_(std::clamp<size_t>(max_reserve, 64, 4096)) {
   for (uint64_t count : device_chunk_counts) {
     bases_.push_back(total_);
     total_ += count;
@@ -68,7 +65,7 @@ ChunkAllocator::AllocStatus ChunkAllocator::allocate(uint64_t* chunk,
   if (reserve_.empty()) {
     if (free_count_ == 0 && !refill_running_) return AllocStatus::kNoSpace;
     // Callers had to wait: keep a deeper reserve from now on.
-    reserve_batch_ = std::min(kMaxReserveBatch, reserve_batch_ * 2);
+    reserve_batch_ = std::min(max_reserve_batch_, reserve_batch_ * 2);
     waiters_.push_back(std::move(on_refilled));
     return AllocStatus::kWait;
   }

@@ -26,8 +26,11 @@ inline constexpr uint64_t kNoChunk = UINT64_MAX;
 
 class ChunkAllocator {
  public:
-  // device_chunk_counts[d] is the number of chunks of device d.
-  explicit ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts);
+  // device_chunk_counts[d] is the number of chunks of device d. The reserve starts at 64
+  // chunks and doubles each time callers had to wait for it, up to max_reserve (clamped
+  // to [64, 4096]).
+  explicit ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts,
+                          size_t max_reserve = 4096);
 
   uint64_t capacity_chunks() const { return total_; }
   // Device index and chunk number within it.
@@ -88,6 +91,7 @@ class ChunkAllocator {
   mutable std::mutex mu_;
   std::vector<uint64_t> bases_;  // first chunk number of each device
   uint64_t total_ = 0;
+  const size_t max_reserve_batch_;              // the reserve_batch_ limit
   std::vector<uint32_t> refs_;                  // GUARDED_BY(mu_)
   std::vector<uint64_t> free_bits_;             // GUARDED_BY(mu_): bit set = free
   uint64_t free_count_ = 0;                     // GUARDED_BY(mu_)

@@ -66,11 +66,12 @@ Pool::~Pool() {
     }
   }
   // Reserved chunks were never written: they are clean, so a clean close need not leave
-  // them for the next open to zero.
+  // them for the next open to zero, and their preallocated file space goes back.
   // Let a refill that is still queued finish first, so its chunks are released too.
   state_->writer().run_and_wait([] {});
   std::vector<uint64_t> reserve = state_->allocator().reserve_snapshot();
   if (!reserve.empty() && state_->writer().health().is_ok()) {
+    state_->writer().run_and_wait([&] { state_->release_preallocation(reserve); });
     metadb::MetaBatch batch;
     for (uint64_t c : reserve) batch.delete_dirty(c);
     Status s = state_->writer().commit_and_wait(std::move(batch), true);

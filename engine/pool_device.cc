@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -181,6 +182,36 @@ Status PoolDevice::zero_chunks(uint64_t local_chunk, uint64_t count) {
       return errno_status(errno, "zero chunks of " + path_);
   }
   return write_zeros(off, len);
+}
+
+Status PoolDevice::preallocate_chunks(uint64_t local_chunk, uint64_t count) {
+  if (block_device_ || preallocate_unsupported_ || count == 0) return Status::ok();
+  const uint64_t len = count * header_.chunk_size;
+  struct statfs fs;
+  if (::fstatfs(fd_, &fs) != 0) return errno_status(errno, "statfs " + path_);
+  const uint64_t available = static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_bsize);
+  if (available < 2 * len || available - len < kPreallocateHeadroom) return Status::ok();
+  if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(chunk_offset(local_chunk)),
+                  static_cast<off_t>(len)) == 0)
+    return Status::ok();
+  if (errno == EOPNOTSUPP) {
+    preallocate_unsupported_ = true;
+    return Status::ok();
+  }
+  return errno_status(errno, "preallocate chunks of " + path_);
+}
+
+Status PoolDevice::release_chunks(uint64_t local_chunk, uint64_t count) {
+  if (block_device_ || punch_unsupported_ || count == 0) return Status::ok();
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(chunk_offset(local_chunk)),
+                  static_cast<off_t>(count * header_.chunk_size)) == 0)
+    return Status::ok();
+  if (errno == EOPNOTSUPP) {
+    punch_unsupported_ = true;
+    return Status::ok();
+  }
+  return errno_status(errno, "release chunks of " + path_);
 }
 
 Status PoolDevice::sync() {

@@ -18,6 +18,10 @@
 namespace pxd {
 
 inline constexpr uint64_t kDeviceHeaderBytes = 1 << 20;
+// Preallocation never takes a pool file's filesystem below this much free space (nor
+// below twice the request): a full host filesystem would fail writes into holes of
+// chunks already in use, which need only a few blocks each.
+inline constexpr uint64_t kPreallocateHeadroom = 1ULL << 30;
 
 struct DeviceHeader {
   std::string pool_uuid;
@@ -40,6 +44,7 @@ class PoolDevice {
   ~PoolDevice();
 
   const std::string& path() const { return path_; }
+  uint32_t index() const { return header_.device_index; }
   int fd() const { return fd_; }
   uint64_t chunk_count() const { return header_.chunk_count; }
   uint32_t chunk_size() const { return header_.chunk_size; }
@@ -53,6 +58,17 @@ class PoolDevice {
   // Makes [local_chunk, local_chunk + count) read as zeros (hole punch, falling back to
   // writing zeros). Not durable until sync().
   Status zero_chunks(uint64_t local_chunk, uint64_t count);
+  // Has the filesystem allocate (unwritten, reading as zeros) the space of
+  // [local_chunk, local_chunk + count) of a pool file, so that first writes there do not
+  // allocate blocks on the I/O path. Content does not change. A no-op on block devices,
+  // on filesystems without fallocate, and when the filesystem would be left with less
+  // free space than kPreallocateHeadroom (the space then stays for data). Fails only on
+  // an I/O error or an unexpected fallocate error.
+  Status preallocate_chunks(uint64_t local_chunk, uint64_t count);
+  // Gives back to the filesystem the space of pool-file chunks that were preallocated but
+  // never written (they read as zeros before and after). Punches holes only: a no-op on
+  // block devices and where holes cannot be punched. Not durable until sync().
+  Status release_chunks(uint64_t local_chunk, uint64_t count);
   Status sync();
 
  private:
@@ -64,6 +80,8 @@ class PoolDevice {
   std::string path_;
   int fd_ = -1;
   bool block_device_ = false;
+  bool preallocate_unsupported_ = false;  // only the metadata thread preallocates
+  bool punch_unsupported_ = false;        // likewise, only it releases
   uint32_t dio_alignment_ = 512;
   DeviceHeader header_;
 };

@@ -20,7 +20,8 @@ PoolState::PoolState(std::unique_ptr<metadb::MetaStore> store,
     counts.push_back(d->chunk_count());
     dio_alignment_ = std::max(dio_alignment_, d->direct_io_alignment());
   }
-  allocator_ = std::make_unique<ChunkAllocator>(counts);
+  // The reserve is preallocated in pool files (see preallocate()): bound it in bytes too.
+  allocator_ = std::make_unique<ChunkAllocator>(counts, kMaxReserveBytes / chunk_size_);
   writer_ = std::make_unique<MetaWriter>(store_.get());
 }
 
@@ -74,23 +75,52 @@ void PoolState::reclaim_and_wait() {
   writer_->run_and_wait([this] { reclaim_on_thread(); });
 }
 
-Status PoolState::zero_chunks_durably(const std::vector<uint64_t>& sorted_chunks) {
-  std::vector<bool> touched(devices_.size(), false);
+Status PoolState::for_each_run(std::vector<uint64_t> chunks,
+                               const std::function<Status(PoolDevice&, uint64_t, uint64_t)>& fn) {
+  std::sort(chunks.begin(), chunks.end());
   size_t i = 0;
-  while (i < sorted_chunks.size()) {
-    auto [dev, local] = allocator_->locate(sorted_chunks[i]);
+  while (i < chunks.size()) {
+    auto [dev, local] = allocator_->locate(chunks[i]);
     size_t j = i + 1;
-    while (j < sorted_chunks.size() && sorted_chunks[j] == sorted_chunks[j - 1] + 1 &&
-           allocator_->locate(sorted_chunks[j]).first == dev)
+    while (j < chunks.size() && chunks[j] == chunks[j - 1] + 1 &&
+           allocator_->locate(chunks[j]).first == dev)
       ++j;
-    PXD_RETURN_IF_ERROR(devices_[dev]->zero_chunks(local, j - i));
-    touched[dev] = true;
+    PXD_RETURN_IF_ERROR(fn(*devices_[dev], local, j - i));
     i = j;
   }
+  return Status::ok();
+}
+
+Status PoolState::zero_chunks_durably(const std::vector<uint64_t>& chunks) {
+  std::vector<bool> touched(devices_.size(), false);
+  PXD_RETURN_IF_ERROR(for_each_run(chunks, [&](PoolDevice& dev, uint64_t local, uint64_t count) {
+    touched[dev.index()] = true;
+    return dev.zero_chunks(local, count);
+  }));
   for (size_t d = 0; d < devices_.size(); ++d) {
     if (touched[d]) PXD_RETURN_IF_ERROR(devices_[d]->sync());
   }
   return Status::ok();
+}
+
+void PoolState::preallocate(const std::vector<uint64_t>& chunks) {
+  Status status = for_each_run(chunks, [](PoolDevice& dev, uint64_t local, uint64_t count) {
+    return dev.preallocate_chunks(local, count);
+  });
+  // Only speed is at stake: the writes allocate what is missing themselves (and fail with
+  // ENOSPC if the filesystem under a pool file is full). Say so once per episode.
+  if (!status.is_ok() && !preallocate_failed_) {
+    PXD_LOG(kWarn) << "preallocating pool file space failed, first writes will be slower: "
+                   << status;
+  }
+  preallocate_failed_ = !status.is_ok();
+}
+
+void PoolState::release_preallocation(const std::vector<uint64_t>& chunks) {
+  Status status = for_each_run(chunks, [](PoolDevice& dev, uint64_t local, uint64_t count) {
+    return dev.release_chunks(local, count);
+  });
+  if (!status.is_ok()) PXD_LOG(kWarn) << "releasing preallocated pool file space: " << status;
 }
 
 void PoolState::reclaim_on_thread() {
@@ -144,6 +174,7 @@ void PoolState::refill_on_thread() {
     for (uint64_t c : chunks) batch.put_dirty(c);
     Status status = writer_->write_on_thread(batch, true);
     if (status.is_ok()) {
+      preallocate(chunks);
       allocator_->add_to_reserve(chunks);
     } else {
       allocator_->return_free(chunks);

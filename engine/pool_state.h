@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -26,6 +27,9 @@ namespace pxd {
 
 class PoolState {
  public:
+  // The allocation reserve holds at most this many bytes of chunks (and at most 4096).
+  static constexpr uint64_t kMaxReserveBytes = 4ULL << 30;
+
   PoolState(std::unique_ptr<metadb::MetaStore> store,
             std::vector<std::unique_ptr<PoolDevice>> devices);
   ~PoolState();
@@ -80,12 +84,21 @@ class PoolState {
 
   // Zeroes every dirty, unreferenced chunk and makes it free. Open time only.
   Status reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced);
+  // Gives the filesystem back the space preallocated for chunks that were never written
+  // (the reserve at a clean close). They read as zeros before and after. REQUIRES: on
+  // the metadata thread (a run() job), like preallocation.
+  void release_preallocation(const std::vector<uint64_t>& chunks);
 
  private:
   void schedule_reclaim();
   void reclaim_on_thread();
   void refill_on_thread();
+  // Calls fn(device, first local chunk, count) for each run of consecutive chunks.
+  Status for_each_run(std::vector<uint64_t> chunks,
+                      const std::function<Status(PoolDevice&, uint64_t, uint64_t)>& fn);
   Status zero_chunks_durably(const std::vector<uint64_t>& chunks);
+  // Preallocates the files' space of chunks entering the reserve (metadata thread).
+  void preallocate(const std::vector<uint64_t>& chunks);
 
   std::unique_ptr<metadb::MetaStore> store_;
   std::vector<std::unique_ptr<PoolDevice>> devices_;
@@ -105,6 +118,7 @@ class PoolState {
   std::vector<std::pair<uint64_t, uint64_t>> limbo_;  // GUARDED_BY(limbo_mu_): (tag, chunk)
   std::atomic<uint64_t> limbo_count_{0};
   std::atomic<bool> reclaim_scheduled_{false};
+  bool preallocate_failed_ = false;  // metadata thread only
 
   // Last: its thread runs jobs that use everything above, and stops first.
   std::unique_ptr<MetaWriter> writer_;

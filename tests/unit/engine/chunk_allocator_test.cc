@@ -42,6 +42,26 @@ TEST_CASE("allocation comes only from the reserve") {
   CHECK(u.free == 0);
 }
 
+TEST_CASE("the reserve doubles while callers wait, up to its limit") {
+  ChunkAllocator a({100000}, 200);
+  a.finish_load({});
+  uint64_t c = kNoChunk;
+  // Each time the reserve is empty when someone allocates, the next refill is twice as big.
+  size_t last = 0;
+  for (int round = 0; round < 6; ++round) {
+    while (a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kOk) {
+    }
+    REQUIRE(a.wants_refill());
+    auto taken = a.take_for_reserve();
+    CHECK(taken.size() >= last);
+    CHECK(taken.size() <= 200);
+    last = taken.size();
+    a.add_to_reserve(taken);
+    a.finish_refill();
+  }
+  CHECK(last == 200);
+}
+
 TEST_CASE("references, drops and reclaim keep the counts exact") {
   ChunkAllocator a({4});
   CHECK(a.load_reference(1));

@@ -1,4 +1,12 @@
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
 
 #include "engine/pool_device.h"
 #include "tests/support/pool_fixture.h"
@@ -52,6 +60,51 @@ TEST_CASE("freed chunks read as zeros when another volume gets them") {
   for (uint32_t i = 0; i < 4; ++i) {
     CHECK(all_bytes(f.io.read(*b, i * kTestChunk + 4096, kTestChunk - 4096), 0));
   }
+}
+
+uint64_t allocated_bytes(const std::string& path) {
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+TEST_CASE("reserve chunks are preallocated in a pool file and given back at a clean close") {
+  PoolFixture f;
+  const std::string file = f.dir / "pool0.img";
+  struct statfs fs;
+  REQUIRE(::statfs(f.dir.path().c_str(), &fs) == 0);
+  if (static_cast<uint64_t>(fs.f_bavail) * fs.f_bsize < 2 * kPreallocateHeadroom) {
+    MESSAGE("skipped: the test filesystem has too little free space to preallocate");
+    return;
+  }
+  {
+    const std::string probe = f.dir / "probe";
+    int fd = ::open(probe.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    bool supported = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 4096) == 0 || errno != EOPNOTSUPP;
+    ::close(fd);
+    ::unlink(probe.c_str());
+    if (!supported) {
+      MESSAGE("skipped: the test filesystem has no fallocate");
+      return;
+    }
+  }
+  // Creating a volume is queued after the first refill: the reserve (64 chunks) is in.
+  f.create("v", 16 * kTestChunk);
+  CHECK(allocated_bytes(file) >= 64 * kTestChunk);
+  {
+    auto v = f.open("v");
+    REQUIRE(f.io.write_fill(*v, 2 * kTestChunk, 4096, 7) == 0);
+  }
+  f.pool.reset();
+  // Left: the header and the written chunk's space, not the unused reserve's.
+  CHECK(allocated_bytes(file) <= 2 * kTestChunk + kDeviceHeaderBytes);
+  auto reopened = Pool::open(f.dir / "meta");
+  REQUIRE(reopened.has_value());
+  auto v = reopened.value()->open_volume("v");
+  REQUIRE(v.has_value());
+  CHECK(all_bytes(f.io.read(*v.value(), 2 * kTestChunk, 4096), 7));
+  CHECK(all_bytes(f.io.read(*v.value(), 2 * kTestChunk + 4096, kTestChunk - 4096), 0));
 }
 
 }  // namespace
