@@ -186,13 +186,21 @@ Status PoolDevice::zero_chunks(uint64_t local_chunk, uint64_t count) {
 
 Status PoolDevice::preallocate_chunks(uint64_t local_chunk, uint64_t count) {
   if (block_device_ || preallocate_unsupported_ || count == 0) return Status::ok();
-  const uint64_t len = count * header_.chunk_size;
+  // Only while the filesystem can still hold the whole file: preallocation then takes
+  // nothing the pool's capacity does not already claim. An overcommitted sparse file keeps
+  // allocating only what is written (a 4 KiB write into a preallocated chunk would keep
+  // the whole chunk).
+  struct stat st;
   struct statfs fs;
+  if (::fstat(fd_, &st) != 0) return errno_status(errno, "stat " + path_);
   if (::fstatfs(fd_, &fs) != 0) return errno_status(errno, "statfs " + path_);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const uint64_t backed = static_cast<uint64_t>(st.st_blocks) * 512;
+  const uint64_t unbacked = size > backed ? size - backed : 0;
   const uint64_t available = static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_bsize);
-  if (available < 2 * len || available - len < kPreallocateHeadroom) return Status::ok();
+  if (available < unbacked + kPreallocateHeadroom) return Status::ok();
   if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(chunk_offset(local_chunk)),
-                  static_cast<off_t>(len)) == 0)
+                  static_cast<off_t>(count * header_.chunk_size)) == 0)
     return Status::ok();
   if (errno == EOPNOTSUPP) {
     preallocate_unsupported_ = true;

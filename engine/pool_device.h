@@ -18,9 +18,8 @@
 namespace pxd {
 
 inline constexpr uint64_t kDeviceHeaderBytes = 1 << 20;
-// Preallocation never takes a pool file's filesystem below this much free space (nor
-// below twice the request): a full host filesystem would fail writes into holes of
-// chunks already in use, which need only a few blocks each.
+// Pool files are preallocated only while their filesystem could still hold all of the
+// file's unallocated space and this much more.
 inline constexpr uint64_t kPreallocateHeadroom = 1ULL << 30;
 
 struct DeviceHeader {
@@ -61,9 +60,10 @@ class PoolDevice {
   // Has the filesystem allocate (unwritten, reading as zeros) the space of
   // [local_chunk, local_chunk + count) of a pool file, so that first writes there do not
   // allocate blocks on the I/O path. Content does not change. A no-op on block devices,
-  // on filesystems without fallocate, and when the filesystem would be left with less
-  // free space than kPreallocateHeadroom (the space then stays for data). Fails only on
-  // an I/O error or an unexpected fallocate error.
+  // on filesystems without fallocate, and when the file is overcommitted: when its
+  // filesystem could not hold the rest of the file plus kPreallocateHeadroom (a sparse
+  // file then keeps allocating only what is written). Fails only on an I/O error or an
+  // unexpected fallocate error.
   Status preallocate_chunks(uint64_t local_chunk, uint64_t count);
   // Gives back to the filesystem the space of pool-file chunks that were preallocated but
   // never written (they read as zeros before and after). Punches holes only: a no-op on

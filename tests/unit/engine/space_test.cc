@@ -107,5 +107,22 @@ TEST_CASE("reserve chunks are preallocated in a pool file and given back at a cl
   CHECK(all_bytes(f.io.read(*v.value(), 2 * kTestChunk + 4096, kTestChunk - 4096), 0));
 }
 
+TEST_CASE("an overcommitted pool file is not preallocated") {
+  // 8 TiB of 64 MiB chunks in a sparse file: more than the test filesystem can hold, so a
+  // chunk written with 4 KiB must keep taking about 4 KiB of it, not 64 MiB.
+  PoolFixture f(8 * kTiB, 64 * kMiB);
+  const std::string file = f.dir / "pool0.img";
+  struct statfs fs;
+  REQUIRE(::statfs(f.dir.path().c_str(), &fs) == 0);
+  if (static_cast<uint64_t>(fs.f_bavail) * fs.f_bsize >= 8 * kTiB) {
+    MESSAGE("skipped: the test filesystem could hold an 8 TiB file");
+    return;
+  }
+  f.create("v", 1 * kTiB);
+  auto v = f.open("v");
+  REQUIRE(f.io.write_fill(*v, 5 * 64 * kMiB, 4096, 3) == 0);
+  CHECK(allocated_bytes(file) < 64 * kMiB);
+}
+
 }  // namespace
 }  // namespace pxd
