@@ -297,17 +297,17 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
       case Segment::Action::kAllocate: {
         // The entry names the new chunk at once, so the write completes (and is readable)
         // as soon as its data is in the chunk, while its extent is still committing. The
-        // commit is queued here, under the tree lock, before the write can complete: a
-        // flush, FUA, snapshot or clone queued after the completion is ordered after it.
+        // commit is queued first, under the tree lock: a flush, FUA, snapshot or clone
+        // queued after the write completes is ordered after it.
         auto* p = new_change(PendingChange::Kind::kAllocate, s.chunk_index, gen);
         p->new_chunk = s.new_chunk;
         LiveEntry& e = tree_.live[s.chunk_index];
         e = LiveEntry{s.new_chunk, gen, false, p};
+        queue_commit(p);
         auto loc = pool_.locate(s.new_chunk);
         ++req->pending;
         ++req->inplace_segments;
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
-        queue_commit(p);
         changes = true;
         break;
       }

@@ -91,7 +91,6 @@ TEST_CASE("bad I/O is refused with EINVAL and changes nothing") {
 
 TEST_CASE("512-byte blocks") {
   PoolFixture f;
-  auto& pool = f.pool;
   auto& io = f.io;
   f.create("small", 1 * kMiB, 512);
   auto v = f.open("small");
@@ -105,7 +104,6 @@ TEST_CASE("512-byte blocks") {
 TEST_CASE("names, sizes and block sizes are checked") {
   PoolFixture f;
   auto& pool = f.pool;
-  auto& io = f.io;
   auto try_create = [&](const std::string& name, uint64_t size, uint32_t bs = 4096) {
     VolumeSpec spec{name, size, bs, {}, {}};
     auto r = pool->create_volume(spec);
