@@ -9,6 +9,7 @@ packages=(
   libnbd-bin nbdkit fuse3 libblkid-dev
   qemu-utils python3-libnbd
   qemu-system-x86 cpio kmod xz-utils
+  systemd dpkg-dev file help2man
   docker.io busybox-static
 )
 missing=()
