@@ -84,6 +84,33 @@ TEST_CASE("READY=1 comes once the socket answers; SIGTERM stops cleanly") {
   CHECK(pxd.log().find("stopped") != std::string::npos);
 }
 
+// pxd.service sets WatchdogSec=30: systemd passes WATCHDOG_USEC (and WATCHDOG_PID).
+TEST_CASE("under a watchdog, pxd pings at half the interval once ready, and only its own") {
+  using Clock = std::chrono::steady_clock;
+  TempDir dir;
+  PxdProcess pxd(dir.path(), PxdOptions{{}, {"WATCHDOG_USEC=400000"}, false});
+  REQUIRE(pxd.start());
+  std::string seen;
+  REQUIRE_MESSAGE(pxd.notify().wait_for("READY=1", std::chrono::seconds(30), &seen), pxd.log());
+  CHECK(seen.find("WATCHDOG=1") == std::string::npos);
+  const auto ready = Clock::now();
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(pxd.notify().wait_for("WATCHDOG=1", std::chrono::seconds(2), &seen));
+  // Four pings 200 ms apart (the first 200 ms after READY): not a burst, not late.
+  auto elapsed = Clock::now() - ready;
+  CHECK(elapsed >= std::chrono::milliseconds(600));
+  CHECK(elapsed < std::chrono::milliseconds(4000));
+  CHECK(pxd.stop() == 0);
+
+  // A watchdog meant for another process (WATCHDOG_PID) is not pxd's to ping.
+  TempDir other;
+  PxdProcess quiet(other.path(), PxdOptions{{}, {"WATCHDOG_USEC=400000", "WATCHDOG_PID=1"}, false});
+  REQUIRE(quiet.start());
+  REQUIRE(quiet.notify().wait_for("READY=1", std::chrono::seconds(30), &seen));
+  CHECK_FALSE(quiet.notify().wait_for("WATCHDOG=1", std::chrono::seconds(1), &seen));
+  CHECK(quiet.stop() == 0);
+}
+
 TEST_CASE("a second pxd on the same data dir refuses, naming the holder") {
   TempDir dir;
   PxdProcess first(dir.path());
