@@ -3,6 +3,8 @@
 //   pxbench engine     [--dir DIR] [--quick|--smoke] [--json] [--seconds S] [--size BYTES]
 //                      [--only TEXT]
 //   pxbench chunk-size [--dir DIR] [--quick|--smoke] [--json] [--seconds S]
+//   pxbench peers      [--dir DIR] [--quick|--smoke] [--json] [--seconds S] [--size BYTES]
+//                      [--only TEXT]
 //
 // Results go to stdout (a table, or one JSON object per line with --json); progress goes
 // to stderr. Everything is created in a fresh DIR/pxbench-XXXXXX (and /dev/shm for the
@@ -19,6 +21,7 @@
 #include "bench/chunk_size_bench.h"
 #include "bench/engine_bench.h"
 #include "bench/memory_probe.h"
+#include "bench/peers_bench.h"
 #include "common/units.h"
 
 namespace {
@@ -59,6 +62,11 @@ int main(int argc, char** argv) {
                      "run only the parts with a case whose name contains this");
   CLI::App* chunk = app.add_subcommand("chunk-size", "the trade-offs of each chunk size");
   add_common(chunk, options);
+  CLI::App* peers = app.add_subcommand(
+      "peers", "pxd's NBD server against qemu-nbd (raw, qcow2) and nbdkit, through fio");
+  add_common(peers, options);
+  peers->add_option("--size", size_text, "bytes per target (e.g. 1G, 256M)");
+  peers->add_option("--only", options.only, "run only the cases whose name contains this");
   CLI::App* mem = app.add_subcommand("memory-probe", "(internal) one metadata/memory probe");
   mem->group("");
   mem->add_option("--dir", probe.dir)->required();
@@ -89,6 +97,8 @@ int main(int argc, char** argv) {
     }
     if (*engine) {
       run_engine(options, report);
+    } else if (*peers) {
+      run_peers(options, report);
     } else {
       run_chunk_size(options, report);
     }
@@ -102,8 +112,9 @@ int main(int argc, char** argv) {
     progress(std::string("error: ") + e.what());
     status = 1;
   }
-  if (!options.json && !report.rows().empty() && (*engine || status != 0)) {
-    std::cout << "pxbench " << (*engine ? "engine" : "chunk-size") << " on " << options.dir << " ("
+  if (!options.json && !report.rows().empty() && (*engine || *peers || status != 0)) {
+    std::cout << "pxbench " << (*engine ? "engine" : *peers ? "peers" : "chunk-size") << " on "
+              << options.dir << " ("
               << describe_filesystem(options.dir) << ")\n";
     report.print_table();
   }
