@@ -22,10 +22,12 @@ mount -t devtmpfs dev /dev
 
 runner=""
 results=""
+systemd=0
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     pxd.runner=*) runner=${arg#pxd.runner=} ;;
     pxd.results=*) results=${arg#pxd.results=} ;;
+    pxd.systemd=1) systemd=1 ;;
   esac
 done
 [ -n "$runner" ] && [ -n "$results" ] || fail "pxd.runner= or pxd.results= missing"
@@ -49,6 +51,24 @@ mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
+
+# pxd.systemd=1 (run-guest.sh --systemd): the host's systemd becomes PID 1 in the new
+# root and runs the runner as a oneshot service that powers the guest off when it ends, so
+# scripts can test units under a real service manager. /run already holds a tmpfs, which
+# systemd keeps; the unit goes there.
+if [ "$systemd" = 1 ]; then
+  mkdir -p /newroot/run/systemd/system
+  cat >/newroot/run/systemd/system/pxd-vm-runner.service <<UNIT
+[Unit]
+Description=pxd guest test runner
+[Service]
+Type=oneshot
+ExecStart=/bin/bash $runner $results
+ExecStopPost=/bin/systemctl --force poweroff
+UNIT
+  echo "PXD-VM-BOOTED"
+  exec switch_root /newroot /lib/systemd/systemd --unit=pxd-vm-runner.service --show-status=0
+fi
 
 echo "PXD-VM-BOOTED"
 chroot /newroot /bin/bash "$runner" "$results"

@@ -2,7 +2,7 @@
 # tests/vm/run-guest.sh: runs test scripts inside a qemu guest booted on Debian's 6.12 kernel.
 #
 #   run-guest.sh [--results DIR] [--timeout SECONDS] [--script-timeout SECONDS]
-#                [--env NAME=VALUE]... SCRIPT...
+#                [--env NAME=VALUE]... [--systemd] SCRIPT...
 #
 # The host kernel has no ublk_drv and no nbd, so tests of real ublk devices run in a guest:
 # the newest linux-image-6.12.*+deb12-amd64-unsigned Debian offers, booted under qemu with
@@ -13,7 +13,9 @@
 #
 # Each SCRIPT runs in turn under bash as root in the guest, after `modprobe ublk_drv nbd loop
 # ext4 xfs crc32c_generic`, with its own time bound, its output in DIR/NAME.log and its exit
-# status in DIR/NAME.status. The guest's console is in DIR/console.log. Exit status: 0 if
+# status in DIR/NAME.status. With --systemd, systemd (the host's) is the guest's PID 1 and
+# runs the scripts as a service, for tests of pxd.service itself; guest-init.sh says how.
+# The guest's console is in DIR/console.log. Exit status: 0 if
 # every script passed, 1 if one failed, 2 if the guest did not report (crash or timeout), 3
 # for a setup failure (kernel download, qemu missing).
 #
@@ -28,6 +30,7 @@ timeout_s=600
 script_timeout_s=300
 envs=()
 scripts=()
+boot_args=""
 
 usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 3; }
 while [ $# -gt 0 ]; do
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
     --timeout) timeout_s=$2; shift 2 ;;
     --script-timeout) script_timeout_s=$2; shift 2 ;;
     --env) envs+=("$2"); shift 2 ;;
+    --systemd) boot_args="pxd.systemd=1"; shift ;;
     -h|--help) usage ;;
     -*) echo "run-guest: unknown option $1" >&2; usage ;;
     *) scripts+=("$1"); shift ;;
@@ -169,7 +173,7 @@ started=$(date +%s)
 setpriv --pdeathsig KILL -- qemu-system-x86_64 \
   -accel tcg,thread=multi -cpu max -m "$mem" -smp "$cpus" \
   -kernel "$kernel_dir/root/boot/vmlinuz-$kver" -initrd "$results/initrd.img" \
-  -append "console=ttyS0 quiet panic=-1 pxd.runner=$here/guest-runner.sh pxd.results=$results" \
+  -append "console=ttyS0 quiet panic=-1 pxd.runner=$here/guest-runner.sh pxd.results=$results $boot_args" \
   -display none -monitor none -serial "file:$results/console.log" -no-reboot \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$results,mount_tag=results,security_model=none,multidevs=remap" \
