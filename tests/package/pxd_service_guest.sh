@@ -3,7 +3,8 @@
 # (tests/vm/run-guest.sh --systemd: systemd is PID 1, ublk_drv is loaded).
 #
 # The unit is packaging/pxd.service.in as shipped, with ExecStart pointing at this build's
-# pxd and private paths appended. For each frontend (ublk, then nbd-loop) it checks:
+# pxd and private paths appended. For each frontend (ublk, then nbd-loop, where pxd takes
+# --attach-frontend) it checks:
 # Type=notify readiness, the watchdog, the hardening in force without a mount namespace of
 # its own, the limits; a mounted filesystem that keeps working across `systemctl restart`
 # (KillMode=process: the nbd-loop helpers keep their pids) and across a SIGKILL of pxd
@@ -40,9 +41,11 @@ trap cleanup EXIT
 
 prop() { systemctl show -p "$1" --value pxd; }
 
-# install_unit FRONTEND: the shipped unit, running this build's pxd on private paths.
+# install_unit FRONTEND: the shipped unit, running this build's pxd on private paths
+# (FRONTEND "default": pxd's own choice).
 install_unit() {
-  local args="--data-dir $WORK/data --pool $WORK/pool0.img:4G --attach-frontend $1"
+  local args="--data-dir $WORK/data --pool $WORK/pool0.img:4G"
+  [ "$1" = default ] || args="$args --attach-frontend $1"
   sed "s|^ExecStart=@SBINDIR@/pxd\$|ExecStart=$PXD $args|" "$UNIT_IN" >"$UNIT_DIR/pxd.service"
   grep -q "^ExecStart=$PXD " "$UNIT_DIR/pxd.service" || fail "ExecStart not found in $UNIT_IN"
   systemctl daemon-reload
@@ -90,8 +93,10 @@ run_frontend() {
 
   "$PXCTL" volume create "$vol" --size 1 >/dev/null || fail "volume create"
   "$PXCTL" host mount "$vol" "$mnt" || fail "host mount through $fe"
-  [[ "$("$PXCTL" -j volume inspect "$vol")" == *"\"frontend\": \"$fe\""* ]] ||
-    fail "not attached by $fe: $("$PXCTL" -j volume inspect "$vol")"
+  if [ "$fe" != default ]; then
+    [[ "$("$PXCTL" -j volume inspect "$vol")" == *"\"frontend\": \"$fe\""* ]] ||
+      fail "not attached by $fe: $("$PXCTL" -j volume inspect "$vol")"
+  fi
   echo one >"$mnt/f" && sync
   helpers=$(helper_pids "$vol")
 
@@ -120,11 +125,16 @@ run_frontend() {
 }
 
 mkdir -p "$WORK"
-run_frontend ublk
-run_frontend nbd-loop
+# Each frontend in turn where pxd can be told which to use, else pxd's own choice.
+if "$PXD" --help | grep -q -- --attach-frontend; then
+  frontends="ublk nbd-loop"
+else
+  frontends=default
+fi
+for fe in $frontends; do run_frontend "$fe"; done
 
 # The watchdog: pings at half the interval keep a short one from firing.
-install_unit auto
+install_unit default
 mkdir -p "$UNIT_DIR/pxd.service.d"
 printf '[Service]\nWatchdogSec=2\n' >"$UNIT_DIR/pxd.service.d/watchdog.conf"
 systemctl daemon-reload
