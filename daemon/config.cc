@@ -38,6 +38,28 @@ const std::vector<ConfigKey>& config_keys() {
   return keys;
 }
 
+namespace {
+
+// `text` as comment lines of at most 88 columns, broken between words.
+std::string wrapped_comment(const std::string& text) {
+  std::string out, line = "#";
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find(' ', start);
+    if (end == std::string::npos) end = text.size();
+    std::string word = text.substr(start, end - start);
+    if (line.size() > 3 && line.size() + 1 + word.size() > 88) {
+      out += line + "\n";
+      line = "#  ";
+    }
+    line += " " + word;
+    start = end + 1;
+  }
+  return out + line + "\n";
+}
+
+}  // namespace
+
 std::string config_file_template() {
   std::string out =
       "# /etc/pxd/pxd.conf: settings of pxd, the container-native block storage daemon (TOML).\n"
@@ -46,7 +68,7 @@ std::string config_file_template() {
       "# pxd's command line (pxd --help) override this file. After a change, restart pxd\n"
       "# (systemctl restart pxd); attached volumes ride out the restart.\n";
   for (const auto& key : config_keys()) {
-    out += std::string("\n# ") + key.name + " (" + key.type + "): " + key.help + "\n";
+    out += "\n" + wrapped_comment(std::string(key.name) + " (" + key.type + "): " + key.help);
     out += std::string("#") + key.name + " = " + key.default_toml + "\n";
   }
   return out;
