@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "ublk/device.h"
+
 namespace pxd::ublk {
 
 namespace {

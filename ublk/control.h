@@ -24,8 +24,6 @@
 
 namespace pxd::ublk {
 
-inline constexpr const char* kControlPath = "/dev/ublk-control";
-
 class Control {
  public:
   // kUnsupported when /dev/ublk-control does not exist (ublk_drv not loaded).

@@ -69,7 +69,8 @@ DeviceInfo info_of(const ublksrv_ctrl_dev_info& raw) {
   info.max_io_bytes = raw.max_io_buf_bytes;
   info.server_pid = raw.ublksrv_pid;
   info.flags = raw.flags;
-  info.volume_id = raw.ublksrv_flags;
+  info.volume_id = raw.ublksrv_flags & 0xffffffffu;
+  info.owner = static_cast<uint32_t>(raw.ublksrv_flags >> 32);
   return info;
 }
 
@@ -325,6 +326,10 @@ Result<std::unique_ptr<Device>> Device::create(std::shared_ptr<Volume> volume,
                             " is not a power of two at least the block size");
   }
   if (options.dev_id < -1) return invalid_argument("bad ublk device id " + std::to_string(options.dev_id));
+  if (volume->id() > UINT32_MAX) {
+    return invalid_argument("volume id " + std::to_string(volume->id()) +
+                            " does not fit the 32 bits a ublk device keeps");
+  }
 
   PXD_TRY(auto control, Control::open());
   uint64_t features = control->features();
@@ -342,7 +347,7 @@ Result<std::unique_ptr<Device>> Device::create(std::shared_ptr<Volume> volume,
   info.queue_depth = options.queue_depth;
   info.max_io_buf_bytes = options.max_io_bytes;
   info.dev_id = options.dev_id < 0 ? UINT32_MAX : static_cast<uint32_t>(options.dev_id);
-  info.ublksrv_flags = volume->id();
+  info.ublksrv_flags = (static_cast<uint64_t>(options.owner) << 32) | volume->id();
   if (options.recoverable) info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
   if (options.copy_mode == CopyMode::kUserCopy) info.flags |= UBLK_F_USER_COPY;
   if (features & UBLK_F_UPDATE_SIZE) info.flags |= UBLK_F_UPDATE_SIZE;
@@ -381,6 +386,7 @@ Result<std::unique_ptr<Device>> Device::create(std::shared_ptr<Volume> volume,
   rc = control->set_params(info.dev_id, &params);
   if (rc < 0) return undo(control_error(rc, "set parameters", dev->dev_id_));
 
+  dev->size_bytes_ = params.basic.dev_sectors << 9;
   Status started = dev->start_queues(info.nr_hw_queues, info.max_io_buf_bytes);
   if (!started.is_ok()) return undo(started);
 
@@ -408,9 +414,15 @@ Result<std::unique_ptr<Device>> Device::recover(int dev_id, std::shared_ptr<Volu
   if (!(info.flags & UBLK_F_USER_RECOVERY)) {
     return failed_precondition(device_name(dev_id) + " was not created recoverable");
   }
-  if (info.ublksrv_flags != volume->id()) {
+  DeviceInfo described = info_of(info);
+  if (described.owner != options.owner) {
+    return failed_precondition(device_name(dev_id) + " belongs to owner " +
+                               std::to_string(described.owner) + ", not " +
+                               std::to_string(options.owner));
+  }
+  if (described.volume_id != volume->id()) {
     return failed_precondition(device_name(dev_id) + " served volume " +
-                               std::to_string(info.ublksrv_flags) + ", not volume " +
+                               std::to_string(described.volume_id) + ", not volume " +
                                std::to_string(volume->id()));
   }
   ublk_params params;
@@ -459,6 +471,7 @@ Result<std::unique_ptr<Device>> Device::recover(int dev_id, std::shared_ptr<Volu
   dev->depth_ = info.queue_depth;
   dev->user_copy_ = (info.flags & UBLK_F_USER_COPY) != 0;
   dev->ioctl_encode_ = (info.flags & UBLK_F_CMD_IOCTL_ENCODE) != 0;
+  dev->size_bytes_ = params.basic.dev_sectors << 9;
   Status started = dev->start_queues(info.nr_hw_queues, info.max_io_buf_bytes);
   if (started.is_ok()) {
     rc = control->end_user_recovery(id, ::getpid());
@@ -525,6 +538,8 @@ Status Device::resize(uint64_t new_size_bytes) {
   PXD_TRY(auto control, Control::open());
   int rc = control->update_size(static_cast<uint32_t>(dev_id_), new_size_bytes >> 9);
   if (rc < 0) return control_error(rc, "update size", dev_id_);
+  size_bytes_ = new_size_bytes;
+  PXD_LOG(kInfo) << "ublk: " << block_path() << " now has " << new_size_bytes << " bytes";
   return Status::ok();
 }
 

@@ -44,6 +44,9 @@ namespace pxd::ublk {
 
 class Queue;
 
+// The driver's control node; missing while ublk_drv is not loaded.
+inline constexpr const char* kControlPath = "/dev/ublk-control";
+
 // What the running ublk driver offers.
 struct Features {
   // The driver answered GET_FEATURES (Linux 6.5+); without it `flags` is 0 and the
@@ -79,6 +82,10 @@ struct DeviceOptions {
   // a discard the filesystem sends can return whole chunks.
   uint32_t discard_granularity = 1u << 20;
   bool recoverable = true;  // USER_RECOVERY (+ REISSUE): survives the server's death
+  // Who made the device, kept by the driver beside the volume id (DeviceInfo::owner), so
+  // that a server can tell its own devices from other servers' after a restart. recover()
+  // takes over only a device with the same owner.
+  uint32_t owner = 0;
   CopyMode copy_mode = CopyMode::kAuto;
   // recover(): how long to wait for the driver to finish quiescing a device whose
   // previous server has just died.
@@ -102,9 +109,11 @@ struct DeviceInfo {
   uint32_t max_io_bytes = 0;
   pid_t server_pid = -1;  // as the driver recorded it; the process may be gone
   uint64_t flags = 0;     // UBLK_F_* the device was created with
-  // The id of the Volume the device serves, kept by the driver with the device (the
-  // ublksrv_flags field of its info), so a restarted daemon knows what to recover.
+  // The id of the Volume the device serves and DeviceOptions::owner, kept by the driver
+  // with the device (the 64-bit ublksrv_flags field of its info: owner in the high half,
+  // volume id in the low half), so a restarted daemon knows what is its and what to recover.
   uint64_t volume_id = 0;
+  uint32_t owner = 0;
   bool recoverable() const;
   bool user_copy() const;
 };
@@ -126,14 +135,15 @@ struct DeviceStats {
 
 class Device {
  public:
-  // Adds, configures and starts a new device serving `volume`. On failure nothing is left
-  // behind (the device is deleted again).
+  // Adds, configures and starts a new device serving `volume` (whose id must fit in 32
+  // bits). On failure nothing is left behind (the device is deleted again).
   static Result<std::unique_ptr<Device>> create(std::shared_ptr<Volume> volume,
                                                 const DeviceOptions& options);
   // Takes over device `dev_id` whose server died or released it: the device keeps its
-  // queues, depth and copy mode (`options` gives only recover_timeout_ms). `volume` must
-  // be the one the device served (DeviceInfo::volume_id, else kFailedPrecondition) and
-  // at least as large. kBusy if a live process serves the device; kNotFound if there is
+  // queues, depth and copy mode (`options` gives only owner and recover_timeout_ms).
+  // `volume` must be the one the device served and `options.owner` its owner
+  // (DeviceInfo::volume_id and owner, else kFailedPrecondition), the volume at least as
+  // large as the device. kBusy if a live process serves the device; kNotFound if there is
   // no such device; kFailedPrecondition if it is not recoverable.
   static Result<std::unique_ptr<Device>> recover(int dev_id, std::shared_ptr<Volume> volume,
                                                  const DeviceOptions& options);
@@ -151,6 +161,8 @@ class Device {
   uint16_t queue_depth() const { return depth_; }
   bool user_copy() const { return user_copy_; }
   bool recoverable() const;
+  // The size the kernel shows (set at create, recover and resize).
+  uint64_t size_bytes() const { return size_bytes_.load(); }
   const std::shared_ptr<Volume>& volume() const { return volume_; }
   DeviceStats stats() const;
 
@@ -193,6 +205,7 @@ class Device {
   std::vector<std::unique_ptr<Queue>> queues_;
   DeviceStats ended_stats_;  // of queues already ended
   std::atomic<bool> finished_{false};  // stopped or released
+  std::atomic<uint64_t> size_bytes_{0};
 };
 
 }  // namespace pxd::ublk

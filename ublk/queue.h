@@ -5,8 +5,10 @@
 // /dev/ublkcN); the thread runs it on the Volume (submit on the same ring), and when the
 // Volume completes, sends COMMIT_AND_FETCH_REQ with the result, which both completes the
 // block request and waits for the tag's next one. Under USER_COPY a write's data is first
-// read from /dev/ublkcN and a read's data written there before the commit, both on the
-// same ring.
+// read from /dev/ublkcN and a read's data written there before the commit: up to 64 KiB
+// with a plain pread/pwrite on the queue thread (a memcpy between our buffer and request
+// pages the driver holds pinned: it never waits for I/O, and costs less than the io_uring
+// worker the ring would hand it to), larger copies on the same ring (doc/ublk.md).
 //
 // Every request the thread accepted is committed, errors included (an unknown operation,
 // a bad range, a Volume error, a failed copy), before the thread exits or its buffer is
@@ -77,6 +79,8 @@ class Queue {
   void start_request(Tag& tag);
   void run_on_volume(Tag& tag);
   void on_volume_done(Tag& tag, int result);
+  // USER_COPY: moves the request's data in (write) or out (read) through /dev/ublkcN.
+  void copy_data(Tag& tag);
   void on_copy_done(Tag& tag, int result);
   void complete(Tag& tag, int result);
   bool finished() const;

@@ -3,6 +3,7 @@
 # Every server a test starts is recorded and killed on exit, every mount unmounted and every
 # ublk device left behind removed, whatever the exit path.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/vm_lib.sh"
 
 SERVER=$PXD_BUILD_DIR/tests/vm/ublk_test_server
 [ -x "$SERVER" ] || { echo "FAIL: $SERVER not built"; exit 1; }
@@ -79,16 +80,4 @@ mount_dev() {
   mkdir -p "$2"
   mount "$1" "$2"
   MOUNTS+=("$2")
-}
-
-# fio_verify NAME ARGS...: fio with crc32c verification; fails the test on any error.
-fio_verify() {
-  local name=$1
-  shift
-  fio --name="$name" --ioengine=io_uring --direct=1 --bs=4k --verify=crc32c --verify_fatal=1 \
-    --group_reporting --output-format=terse --terse-version=3 "$@" >"$WORK/fio-$name.out" 2>&1 ||
-    { cat "$WORK/fio-$name.out"; fail "fio $name"; }
-  # terse v3: field 5 is the error count, 6 read KiB, 47 written KiB
-  awk -F';' '{printf "fio %s: errors %s, read %s KiB, written %s KiB\n", $3, $5, $6, $47}' \
-    "$WORK/fio-$name.out" | tail -n 1
 }

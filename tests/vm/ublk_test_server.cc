@@ -3,8 +3,9 @@
 //   ublk_test_server POOL_DIR VOLUME [options]   serve VOLUME of the pool in POOL_DIR
 //   ublk_test_server --probe | --list | --remove DEV_ID
 //
-// Until the daemon attaches volumes through ublk, this is what the guest tests drive: it
-// opens (or creates, with one sparse file POOL_DIR/pool.img) the pool, creates the volume
+// The library's own guest tests (ublk_errors.sh: bad requests, user copy, devices that are
+// not recoverable) and the benchmark drive it; the daemon's tests use --list and --remove
+// to see and clean up what the driver holds. It opens (or creates, with one sparse file POOL_DIR/pool.img) the pool, creates the volume
 // if missing, serves it through ublk::Device, writes the device id to --ready FILE once the
 // disk exists, and on SIGTERM or SIGINT stops the device (--on-term stop, the default) or
 // leaves it for recovery (--on-term release). --recover DEV_ID takes over a device a
@@ -55,7 +56,8 @@ struct Args {
   std::cerr << "ublk_test_server: " << why << "\n"
             << "usage: ublk_test_server POOL_DIR VOLUME [--size S] [--pool-size S] [--chunk S]\n"
             << "         [--recover DEV_ID] [--dev-id N] [--queues N] [--depth N]\n"
-            << "         [--user-copy|--kernel-copy] [--not-recoverable] [--ready FILE]\n"
+            << "         [--user-copy|--kernel-copy] [--not-recoverable] [--owner N]\n"
+            << "         [--ready FILE]\n"
             << "         [--on-term stop|release] [--refuse-busy] [--cycles N]\n"
             << "       ublk_test_server --probe | --list | --remove DEV_ID\n";
   std::exit(2);
@@ -264,7 +266,8 @@ int main(int argc, char** argv) {
       std::cout << d.dev_id << " " << ublk::device_state_name(d.state) << " pid " << d.server_pid
                 << " volume " << d.volume_id << " queues " << d.queues << " depth "
                 << d.queue_depth << (d.recoverable() ? " recoverable" : "")
-                << (d.user_copy() ? " user-copy" : "") << "\n";
+                << (d.user_copy() ? " user-copy" : "") << " owner 0x" << std::hex << d.owner
+                << std::dec << "\n";
     }
     return 0;
   }
@@ -300,6 +303,8 @@ int main(int argc, char** argv) {
       args.device.copy_mode = ublk::CopyMode::kUserCopy;
     } else if (a == "--kernel-copy") {
       args.device.copy_mode = ublk::CopyMode::kKernelCopy;
+    } else if (a == "--owner") {
+      args.device.owner = static_cast<uint32_t>(int_arg(value()));
     } else if (a == "--not-recoverable") {
       args.device.recoverable = false;
     } else if (a == "--ready") {
