@@ -28,6 +28,7 @@ json to_json(const Attachment& a) {
           {"read_only", a.read_only},   {"block_size", a.block_size},
           {"frontend", a.frontend},     {"device", a.device},
           {"link", a.link},             {"helper_pid", a.helper_pid},
+          {"device_size_bytes", a.device_size_bytes},
           {"attached_by_mount", a.attached_by_mount},
           {"mounts", mounts}};
 }
@@ -42,6 +43,7 @@ Attachment from_json(const json& j) {
   a.device = j.at("device").get<std::string>();
   a.link = j.at("link").get<std::string>();
   a.helper_pid = j.at("helper_pid").get<int64_t>();
+  a.device_size_bytes = j.value("device_size_bytes", uint64_t{0});  // added later
   a.attached_by_mount = j.at("attached_by_mount").get<bool>();
   for (const auto& m : j.at("mounts"))
     a.mounts[m.at("path").get<std::string>()] = {m.at("fs").get<std::string>(),
@@ -94,19 +96,20 @@ Frontend* AttachManager::frontend_named(const std::string& name) {
   return nullptr;
 }
 
-Result<Frontend*> AttachManager::pick_frontend() {
+Result<AttachManager::Pick> AttachManager::pick_frontend() {
   std::string why;
   for (auto& f : frontends_) {
     Status s = f->available();
-    if (s.is_ok()) return f.get();
+    if (s.is_ok()) return Pick{f.get(), why};
     why += (why.empty() ? "" : "; ") + f->name() + ": " + s.message();
   }
   return unsupported("no way to attach a volume on this host: " + why);
 }
 
 Result<std::string> AttachManager::preferred_frontend() {
-  PXD_TRY(Frontend * f, pick_frontend());
-  return f->name();
+  PXD_TRY(Pick pick, pick_frontend());
+  if (pick.passed_over.empty()) return pick.frontend->name();
+  return pick.frontend->name() + " (" + pick.passed_over + ")";
 }
 
 Status AttachManager::link_device(const Attachment& att) {
@@ -131,7 +134,8 @@ Result<Attachment*> AttachManager::attach_locked(const AttachTarget& target) {
     unlink_device(it->second);
     attachments_.erase(it);
   }
-  PXD_TRY(Frontend * frontend, pick_frontend());
+  PXD_TRY(Pick pick, pick_frontend());
+  Frontend* frontend = pick.frontend;
   Attachment att;
   att.volume_id = target.volume_id;
   att.name = target.name;
@@ -139,6 +143,7 @@ Result<Attachment*> AttachManager::attach_locked(const AttachTarget& target) {
   att.block_size = target.block_size;
   att.frontend = frontend->name();
   att.link = config_.device_dir + "/pxd" + std::to_string(target.volume_id);
+  att.device_size_bytes = target.size_bytes;
   PXD_RETURN_IF_ERROR(frontend->attach(target, att));
   Status s = link_device(att);
   if (s.is_ok()) {
@@ -152,7 +157,8 @@ Result<Attachment*> AttachManager::attach_locked(const AttachTarget& target) {
     return s;
   }
   PXD_LOG(kInfo) << "attached '" << att.name << "' as " << att.link << " -> " << att.device
-                 << " (" << att.frontend << ")";
+                 << " (" << att.frontend
+                 << (pick.passed_over.empty() ? "" : "; not " + pick.passed_over) << ")";
   return &attachments_[target.name];
 }
 
@@ -288,6 +294,50 @@ Result<Attachment> AttachManager::unmount(const std::string& name, const std::st
   return att;
 }
 
+Status AttachManager::resize(const std::string& name, uint64_t size_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = attachments_.find(name);
+  if (it == attachments_.end() || !it->second.error.empty()) return Status::ok();
+  Attachment& att = it->second;
+  if (att.device_size_bytes == size_bytes) return Status::ok();
+  Frontend* f = frontend_named(att.frontend);
+  if (f == nullptr) return unsupported("unknown frontend '" + att.frontend + "'");
+  Status s = f->resize(att, size_bytes);
+  Status saved = save();
+  PXD_RETURN_IF_ERROR(s);
+  return saved;
+}
+
+void AttachManager::shutdown(bool detach_all) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (detach_all) {
+    std::vector<std::string> names;
+    for (const auto& [name, a] : attachments_) names.push_back(name);
+    for (const std::string& name : names) {
+      Attachment& att = attachments_[name];
+      // Unmount for real (not lazily): a filesystem still in use keeps its volume attached
+      // and recoverable rather than losing its device under it.
+      bool unmounted = true;
+      for (auto m = att.mounts.begin(); m != att.mounts.end();) {
+        Status s = unmount_fs(m->first, /*lazy=*/false);
+        if (!s.is_ok()) {
+          PXD_LOG(kWarn) << "stopping: '" << name << "' stays attached: " << s.message();
+          unmounted = false;
+          ++m;
+          continue;
+        }
+        m = att.mounts.erase(m);
+      }
+      if (!unmounted) continue;
+      Status s = detach_locked(name, /*force=*/false);
+      if (!s.is_ok()) PXD_LOG(kWarn) << "stopping: detach '" << name << "': " << s.message();
+    }
+    Status s = save();
+    if (!s.is_ok()) PXD_LOG(kError) << "saving attachments: " << s.message();
+  }
+  for (auto& f : frontends_) f->release_all();
+}
+
 std::optional<Attachment> AttachManager::find(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = attachments_.find(name);
@@ -319,12 +369,16 @@ void AttachManager::reconcile(
       attachments_.erase(name);
       continue;
     }
-    if (frontend && frontend->alive(att)) {
+    Status adopted = frontend ? frontend->adopt(*target, att)
+                              : not_found("unknown frontend '" + att.frontend + "'");
+    if (adopted.is_ok()) {
       Status s = link_device(att);
       if (!s.is_ok()) PXD_LOG(kWarn) << s.message();
-      PXD_LOG(kInfo) << "re-adopted '" << name << "' at " << att.link;
+      PXD_LOG(kInfo) << "re-adopted '" << name << "' at " << att.link << " -> " << att.device;
       continue;
     }
+    PXD_LOG(kWarn) << "'" << name << "' cannot be re-adopted (" << adopted.message()
+                   << "); attaching it anew";
     // Gone (a reboot) or broken: clear what is left, then attach and mount again.
     std::map<std::string, MountRecord> mounts = att.mounts;
     bool by_mount = att.attached_by_mount;

@@ -34,6 +34,17 @@ const std::vector<ConfigKey>& config_keys() {
        "\"1M\""},
       {"shutdown_timeout_seconds", "integer", "how long SIGTERM waits for in-flight work (30)",
        "30"},
+      {"attach_frontend", "string",
+       "how attach makes /dev/pxd<ID>: auto (ublk, else nbd-loop), ublk or nbd-loop "
+       "(default auto)",
+       "\"auto\""},
+      {"ublk_copy", "string",
+       "how ublk moves request data: auto (kernel copy), kernel or user (default auto)",
+       "\"auto\""},
+      {"detach_on_stop", "boolean",
+       "on SIGTERM, unmount and detach every volume instead of leaving the devices for the "
+       "next pxd (default false)",
+       "false"},
   };
   return keys;
 }
@@ -88,6 +99,16 @@ Result<PoolDeviceSetting> parse_pool_setting(const std::string& text) {
   if (s.path.empty() || s.path[0] != '/')
     return invalid_argument("pool device '" + text + "' must be an absolute path");
   return s;
+}
+
+Status check_attach_frontend(const std::string& text) {
+  if (text == "auto" || text == "ublk" || text == "nbd-loop") return Status::ok();
+  return invalid_argument("attach frontend '" + text + "' is not one of auto, ublk, nbd-loop");
+}
+
+Status check_ublk_copy(const std::string& text) {
+  if (text == "auto" || text == "kernel" || text == "user") return Status::ok();
+  return invalid_argument("ublk copy mode '" + text + "' is not one of auto, kernel, user");
 }
 
 Status parse_label(const std::string& text, std::map<std::string, std::string>* labels) {
@@ -182,6 +203,16 @@ Status load_config_file(Config* config) {
         return invalid_argument("config key '" + where(key) +
                                 "' must be an integer from 1 to 3600");
       config->shutdown_timeout_seconds = static_cast<uint32_t>(*v);
+    } else if (key == "attach_frontend") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->attach_frontend));
+      PXD_RETURN_IF_ERROR(check_attach_frontend(config->attach_frontend).with_context(where(key)));
+    } else if (key == "ublk_copy") {
+      PXD_RETURN_IF_ERROR(expect_string(node, where(key), &config->ublk_copy));
+      PXD_RETURN_IF_ERROR(check_ublk_copy(config->ublk_copy).with_context(where(key)));
+    } else if (key == "detach_on_stop") {
+      auto v = node.value<bool>();
+      if (!v) return invalid_argument("config key '" + where(key) + "' must be true or false");
+      config->detach_on_stop = *v;
     } else {
       return invalid_argument("unknown config key '" + where(key) + "'");
     }

@@ -38,10 +38,21 @@ struct Config {
   log::Level log_level = log::Level::kInfo;
   uint32_t chunk_size = 0;  // 0: the engine's default (only used at pool creation)
   uint32_t shutdown_timeout_seconds = 30;
+  // How attach makes /dev/pxd<ID>: "auto" (ublk where the kernel has it, else nbd-loop),
+  // "ublk" or "nbd-loop" only (doc/attach.md).
+  std::string attach_frontend = "auto";
+  std::string ublk_copy = "auto";  // "auto", "kernel" or "user" (doc/ublk.md)
+  // SIGTERM unmounts and detaches every volume rather than leaving the devices for the
+  // next pxd to take over.
+  bool detach_on_stop = false;
 };
 
 // Parses "PATH" or "PATH:SIZE" (SIZE with units, e.g. 100G).
 Result<PoolDeviceSetting> parse_pool_setting(const std::string& text);
+// "auto", "ublk" or "nbd-loop", else kInvalidArgument.
+Status check_attach_frontend(const std::string& text);
+// "auto", "kernel" or "user", else kInvalidArgument.
+Status check_ublk_copy(const std::string& text);
 // Parses "key=value".
 Status parse_label(const std::string& text, std::map<std::string, std::string>* labels);
 

@@ -102,6 +102,7 @@ void set_volume(proto::Volume::Builder out, const VolumeView& v) {
   for (unsigned k = 0; k < v.mounts.size(); ++k) mounts.set(k, v.mounts[k]);
   out.setFrontend(v.frontend);
   out.setAttachError(v.attach_error);
+  out.setDeviceSizeBytes(v.device_size_bytes);
 }
 
 void set_pool(proto::Pool::Builder out, const PoolUsage& u) {

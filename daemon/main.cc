@@ -65,6 +65,11 @@ int read_settings(int argc, char** argv, Config* config) {
   app.add_option("--node-name", node_name, "this node's name (default: host name)");
   app.add_option("--label", labels, "node label k=v (zone, rack, ...), repeatable");
   app.add_option("--log-level", log_level, "debug, info, warn or error (default info)");
+  std::string attach_frontend;
+  app.add_option("--attach-frontend", attach_frontend,
+                 "auto (ublk, else nbd-loop), ublk or nbd-loop (default auto)");
+  bool detach_on_stop = false;
+  app.add_flag("--detach-on-stop", detach_on_stop, "on SIGTERM unmount and detach every volume");
   app.set_version_flag("--version", std::string("pxd ") + kVersion);
   app.footer(help_footer());
   try {
@@ -93,6 +98,12 @@ int read_settings(int argc, char** argv, Config* config) {
   if (app.count("--device-dir")) config->device_dir = device_dir;
   if (app.count("--docker-plugin-socket")) config->docker_plugin_socket = docker_plugin_socket;
   if (app.count("--node-name")) config->node_name = node_name;
+  if (app.count("--attach-frontend")) {
+    Status st = check_attach_frontend(attach_frontend);
+    if (!st.is_ok()) return fail(st);
+    config->attach_frontend = attach_frontend;
+  }
+  if (detach_on_stop) config->detach_on_stop = true;
   if (app.count("--pool")) {
     config->pools.clear();
     for (const auto& p : pools) {
@@ -220,10 +231,13 @@ int run(const Config& config) {
   if (docker_plugin)
     docker_plugin->stop(config.shutdown_timeout_seconds * kj::SECONDS).wait(io.waitScope);
   server.stop_accepting();
-  // NBD clients get no new requests read; those in flight complete and are answered.
-  if (nbd_server) nbd_server->stop();
   bool drained = server.drain(config.shutdown_timeout_seconds * kj::SECONDS).wait(io.waitScope);
   if (!drained) PXD_LOG(kWarn) << "stopping with control calls still running";
+  // ublk devices are released for the next pxd (or, with detach_on_stop, detached while
+  // the NBD socket still serves the fallback's relays): no block I/O reaches the pool after.
+  node.value()->stop_attachments(config.detach_on_stop);
+  // NBD clients get no new requests read; those in flight complete and are answered.
+  if (nbd_server) nbd_server->stop();
   Status synced = node.value()->sync();
   if (!synced.is_ok()) {
     PXD_LOG(kError) << "final sync failed: " << synced.message();

@@ -159,13 +159,22 @@ Status NbdLoopFrontend::detach(const Attachment& att, bool force) {
   return Status::ok();
 }
 
-bool NbdLoopFrontend::alive(const Attachment& att) {
+Status NbdLoopFrontend::adopt(const AttachTarget& target, Attachment& att) {
+  (void)target;
   const std::string file = dir_of(att.volume_id) + "/fuse/disk";
-  if (!process_alive(static_cast<pid_t>(att.helper_pid), "nbdfuse")) return false;
-  if (!is_mounted_at(dir_of(att.volume_id) + "/fuse")) return false;
+  if (!process_alive(static_cast<pid_t>(att.helper_pid), "nbdfuse"))
+    return not_found("its nbdfuse (pid " + std::to_string(att.helper_pid) + ") is gone");
+  if (!is_mounted_at(dir_of(att.volume_id) + "/fuse"))
+    return not_found("its FUSE file system is not mounted");
   for (const auto& loop : loop_list(kTagPrefix + std::to_string(att.volume_id)))
-    if (loop.device == att.device && loop.backing_file == file) return true;
-  return false;
+    if (loop.device == att.device && loop.backing_file == file) return Status::ok();
+  return not_found("its loop device " + att.device + " is gone");
+}
+
+Status NbdLoopFrontend::resize(Attachment& att, uint64_t size_bytes) {
+  (void)size_bytes;
+  return unsupported(att.device + " (nbd-loop) keeps the size nbdfuse gave its file at "
+                     "attach: detach and attach again to see the new size");
 }
 
 void NbdLoopFrontend::remove_stale(const std::vector<Attachment>& known) {

@@ -8,6 +8,7 @@
 // Thread safety: called by the AttachManager under its mutex.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "daemon/attach.h"
@@ -29,8 +30,14 @@ class NbdLoopFrontend final : public Frontend {
   Status available() const override;
   Status attach(const AttachTarget& target, Attachment& att) override;
   Status detach(const Attachment& att, bool force) override;
-  bool alive(const Attachment& att) override;
+  // Checks that nbdfuse, its FUSE file and the loop device are all still there; the
+  // relay reconnects to the new pxd by itself.
+  Status adopt(const AttachTarget& target, Attachment& att) override;
   void remove_stale(const std::vector<Attachment>& known) override;
+  // kUnsupported: nbdfuse fixes the file's size when it starts.
+  Status resize(Attachment& att, uint64_t size_bytes) override;
+  // Nothing to do: nbdfuse and the relay live outside pxd and wait for the next one.
+  void release_all() override {}
 
  private:
   std::string dir_of(uint64_t volume_id) const;

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "daemon/nbd_loop_frontend.h"
+#include "daemon/ublk_frontend.h"
 
 namespace pxd::daemon {
 namespace {
@@ -50,6 +51,14 @@ Node::Node(Config config, std::unique_ptr<Pool> pool, std::unique_ptr<AttachMana
       pool_(std::move(pool)),
       attachments_(std::move(attachments)),
       started_(std::chrono::steady_clock::now()) {}
+
+Node::~Node() {
+  // The ublk frontend's devices hold Volumes of the pool and run its I/O on their queue
+  // threads: they must be released before the pool closes. (Members would go in this
+  // order anyway; this says that it matters.)
+  attachments_.reset();
+  pool_.reset();
+}
 
 Result<std::unique_ptr<Node>> Node::start(const Config& config) {
   if (::mkdir(config.data_dir.c_str(), 0700) != 0 && errno != EEXIST)
@@ -94,8 +103,22 @@ Result<std::unique_ptr<Node>> Node::start(const Config& config) {
   nbd_loop.run_dir = std::filesystem::path(config.control_socket).parent_path();
   nbd_loop.nbd_socket = config.nbd_socket;
   nbd_loop.relay_binary = find_relay_binary();
+  // ublk first (served by pxd itself, doc/ublk.md), the NBD fallback second.
   std::vector<std::unique_ptr<Frontend>> frontends;
-  frontends.push_back(std::make_unique<NbdLoopFrontend>(nbd_loop));
+  if (config.attach_frontend != "nbd-loop") {
+    UblkConfig ublk;
+    Pool* raw_pool = pool.get();  // outlives the frontends: see ~Node()
+    ublk.open_volume = [raw_pool](const AttachTarget& t) { return raw_pool->open_volume(t.name); };
+    PoolUsage usage = pool->usage();
+    ublk.owner = owner_tag(usage.uuid);
+    ublk.discard_granularity = usage.chunk_size;
+    ublk.copy_mode = config.ublk_copy == "user"     ? ublk::CopyMode::kUserCopy
+                     : config.ublk_copy == "kernel" ? ublk::CopyMode::kKernelCopy
+                                                    : ublk::CopyMode::kAuto;
+    frontends.push_back(std::make_unique<UblkFrontend>(std::move(ublk)));
+  }
+  if (config.attach_frontend != "ublk")
+    frontends.push_back(std::make_unique<NbdLoopFrontend>(nbd_loop));
   PXD_TRY(auto attachments, AttachManager::open(attach_config, std::move(frontends)));
   return std::unique_ptr<Node>(new Node(config, std::move(pool), std::move(attachments)));
 }
@@ -115,6 +138,7 @@ VolumeView Node::view(const ObjectInfo& info) {
   v.parent = info.is_snapshot ? info.volume : info.origin;
   if (auto att = attachments_->find(info.name)) {
     v.device_path = att->link;
+    v.device_size_bytes = att->device_size_bytes;
     v.frontend = att->frontend;
     for (const auto& [path, m] : att->mounts) v.mounts.push_back(path);
     v.attach_error = att->error;
@@ -205,6 +229,12 @@ Result<VolumeView> Node::update(const std::string& name, uint64_t size_bytes, co
   }
   if (size_bytes != 0 && size_bytes != info.size_bytes) {
     PXD_TRY(info, pool_->resize(name, size_bytes));
+    Status grown = attachments_->resize(name, info.size_bytes);
+    if (!grown.is_ok()) {
+      PXD_LOG(kWarn) << "volume '" << name << "' grew to " << format_size(info.size_bytes)
+                     << " but its attached device still shows the old size: "
+                     << grown.message();
+    }
   }
   if (labels) {
     PXD_TRY(info, pool_->set_labels(name, *labels));
@@ -285,6 +315,7 @@ Result<AttachTarget> Node::target_of(const std::string& name) {
   t.volume_id = info.id;
   t.name = info.name;
   t.block_size = info.block_size;
+  t.size_bytes = info.size_bytes;
   t.read_only = info.is_snapshot;
   return t;
 }
@@ -339,6 +370,10 @@ void Node::restore_attachments() {
     if (!target.has_value() || target.value().volume_id != att.volume_id) return std::nullopt;
     return target.value();
   });
+}
+
+void Node::stop_attachments(bool detach_all) {
+  attachments_->shutdown(detach_all);
 }
 
 Result<std::shared_ptr<Volume>> Node::open_export(const std::string& name) {

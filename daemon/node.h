@@ -39,6 +39,9 @@ struct VolumeView {
   uint32_t replicas = 1;
   std::string parent;       // snapshot: its volume; clone: its origin
   std::string device_path;  // /dev/pxd<ID>; empty while detached
+  // What the attached device shows: below info.size_bytes after a grow the frontend could
+  // not pass on while attached (detach and attach again); 0 while detached or not known.
+  uint64_t device_size_bytes = 0;
   std::string state = "detached";  // "attached", "mounted", or "error" (attach_error says)
   std::vector<std::string> mounts;
   std::string frontend;
@@ -63,13 +66,17 @@ class Node : public nbd::ExportProvider {
   // Opens the pool under config.data_dir, creating it (and its default sparse file) on
   // first start. Devices named in the config must match an existing pool's.
   static Result<std::unique_ptr<Node>> start(const Config& config);
+  // Stops serving attached devices before the pool closes (see stop_attachments()).
+  ~Node() override;
 
   NodeView status();
   Result<VolumeView> create_volume(const CreateRequest& request);
   Result<std::vector<VolumeView>> list(const Labels& selector, bool include_snapshots);
   Result<VolumeView> inspect(const std::string& name);
   // size_bytes 0 leaves the size. With `labels`: replace them, or with `merge` set those
-  // and remove the keys in `remove`, keeping the rest.
+  // and remove the keys in `remove`, keeping the rest. A grown attached volume's device
+  // is grown too where the frontend can do it online; where it cannot, the update still
+  // succeeds, the view's device_size_bytes stays smaller and the log says why.
   Result<VolumeView> update(const std::string& name, uint64_t size_bytes, const Labels* labels,
                             bool merge = false, const std::vector<std::string>& remove = {});
   Status delete_volume(const std::string& name, bool force);
@@ -92,6 +99,9 @@ class Node : public nbd::ExportProvider {
   // After a restart, once the NBD server listens: re-adopts or re-creates attachments and
   // removes stale devices (see AttachManager::reconcile).
   void restore_attachments();
+  // pxd is stopping: ublk devices are released for the next pxd to recover, or with
+  // `detach_all` every volume is unmounted and detached (AttachManager::shutdown).
+  void stop_attachments(bool detach_all);
 
   // nbd::ExportProvider: every volume (read-write) and snapshot (read-only) by name.
   Result<std::shared_ptr<Volume>> open_export(const std::string& name) override;

@@ -67,6 +67,9 @@ struct Volume {
   mounts @16 :List(Text);      # paths where pxd mounted it on this host
   frontend @17 :Text;          # "nbd-loop" or "ublk" while attached
   attachError @18 :Text;       # why a restart could not re-establish its attachment
+  deviceSizeBytes @19 :UInt64; # size the attached device shows (0 when detached); below
+                               # sizeBytes after a grow it could not see online: the
+                               # device shows the new size after a detach and attach
 }
 
 struct Pool {

@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   liburing-dev librocksdb-dev libboost-dev nlohmann-json3-dev doctest-dev
   capnproto libcapnp-dev libsodium-dev libnbd-dev libcli11-dev libtomlplusplus-dev libsystemd-dev
-  fio util-linux e2fsprogs xfsprogs
+  fio util-linux e2fsprogs xfsprogs jq
   libnbd-bin nbdkit fuse3 libblkid-dev
   qemu-utils python3-libnbd
   qemu-system-x86 cpio kmod xz-utils

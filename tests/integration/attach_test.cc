@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/units.h"
 #include "tests/integration/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -26,7 +27,9 @@ struct Node {
   PxdProcess pxd{dir.path()};
   std::string mnt(const std::string& name) const { return dir / ("mnt-" + name); }
 
-  Node() { REQUIRE(pxd.start()); }
+  explicit Node(PxdOptions options = {}) : pxd(dir.path(), std::move(options)) {
+    REQUIRE(pxd.start());
+  }
   ~Node() {
     // Leave nothing mounted or attached behind, whatever the test did.
     auto list = pxctl(pxd.socket(), {"-j", "volume", "list", "-a"});
@@ -267,6 +270,64 @@ TEST_CASE("xfs, raw volumes and bad mount requests") {
   auto not_mounted = n.ctl({"host", "unmount", "x", n.mnt("elsewhere")});
   CHECK(not_mounted.exit_code == 4);
   n.ok({"host", "unmount", "x", n.mnt("x")});
+}
+
+TEST_CASE("without ublk_drv: status says why nbd-loop; growing; --attach-frontend ublk refuses") {
+  Node n;
+  n.ok({"volume", "create", "--size", "1G", "v"});
+  const bool host_has_ublk = fs::exists("/dev/ublk-control");
+  std::string frontend = Json::parse(n.ok({"-j", "status"}))["frontend"];
+  INFO("status frontend: ", frontend);
+  if (!host_has_ublk) {
+    // ublk is preferred; the fallback says why it is used (modprobe was tried once).
+    CHECK(frontend.rfind("nbd-loop (ublk: ublk_drv not available: ", 0) == 0);
+    CHECK(frontend.find("modprobe ublk_drv") != std::string::npos);
+  }
+  n.ok({"host", "attach", "v"});
+  Json v = n.inspect("v");
+  CHECK(v["device_size"] == kGiB);
+  if (!host_has_ublk) CHECK(v["frontend"] == "nbd-loop");
+  if (v["frontend"] == "nbd-loop") {
+    // Growing succeeds on the volume; the nbd-loop device keeps its size until re-attached.
+    std::string out = n.ok({"volume", "update", "--size", "2G", "v"});
+    CHECK(out.find("still shows 1 GiB") != std::string::npos);
+    v = n.inspect("v");
+    CHECK(v["size"] == 2 * kGiB);
+    CHECK(v["device_size"] == kGiB);
+    CHECK(n.ok({"volume", "inspect", "v"}).find("Device size") != std::string::npos);
+    n.ok({"host", "detach", "v"});
+    n.ok({"host", "attach", "v"});
+    CHECK(n.inspect("v")["device_size"] == 2 * kGiB);
+  }
+  n.ok({"host", "detach", "v"});
+  if (host_has_ublk) return;
+
+  Node only_ublk(PxdOptions{{"--attach-frontend", "ublk"}});
+  only_ublk.ok({"volume", "create", "--size", "1G", "u"});
+  auto refused = only_ublk.ctl({"host", "attach", "u"});
+  CHECK(refused.exit_code != 0);
+  CHECK(refused.err.find("ublk_drv not available") != std::string::npos);
+  CHECK(only_ublk.inspect("u")["state"] == "detached");
+}
+
+TEST_CASE("--detach-on-stop: SIGTERM unmounts and detaches; the next pxd attaches nothing") {
+  Node n(PxdOptions{{"--detach-on-stop"}});
+  n.ok({"volume", "create", "--size", "1G", "v"});
+  n.ok({"volume", "create", "--size", "1G", "--fs", "none", "raw"});
+  const std::string mnt = n.mnt("v");
+  n.ok({"host", "mount", "v", mnt});
+  write_file(mnt + "/kept", "kept");
+  const std::string link = n.ok({"host", "attach", "raw"});
+  REQUIRE(n.pxd.stop() == 0);
+  CHECK_FALSE(mounted_at(mnt));
+  CHECK_FALSE(fs::exists(fs::symlink_status(link.substr(0, link.size() - 1))));
+  CHECK(wait_until([&] { return helpers_of(n.dir.path()) == 0; }));
+  REQUIRE(n.pxd.start());
+  CHECK(n.inspect("v")["state"] == "detached");
+  CHECK(n.inspect("raw")["state"] == "detached");
+  n.ok({"host", "mount", "v", mnt});
+  CHECK(read_file(mnt + "/kept") == "kept");
+  n.ok({"host", "unmount", "v", mnt});
 }
 
 }  // namespace

@@ -221,6 +221,9 @@ TEST_CASE("every documented config key is accepted; typos and bad values are nam
            {"shutdown_timeout_seconds = -3\n", "shutdown_timeout_seconds"},
            {"labels = [1]\n", "labels"},
            {"node_name = 5\n", "node_name"},
+           {"attach_frontend = \"nbd\"\n", "not one of auto, ublk, nbd-loop"},
+           {"ublk_copy = \"zero\"\n", "ublk_copy"},
+           {"detach_on_stop = \"yes\"\n", "detach_on_stop"},
            {"this is not toml\n", "line 1"},
        }) {
     std::ofstream(conf, std::ios::trunc) << bad.text;
@@ -237,7 +240,8 @@ TEST_CASE("every documented config key is accepted; typos and bad values are nam
   auto help = testing::run({testing::pxd_binary(), "--help"});
   CHECK(help.exit_code == 0);
   for (const char* key : {"data_dir", "control_socket", "pools", "node_name", "labels", "log_level",
-                          "chunk_size", "shutdown_timeout_seconds", "--data-dir", "--pool"}) {
+                          "chunk_size", "shutdown_timeout_seconds", "attach_frontend",
+                          "detach_on_stop", "--detach-on-stop", "--data-dir", "--pool"}) {
     CHECK_MESSAGE(help.out.find(key) != std::string::npos, key);
   }
 }

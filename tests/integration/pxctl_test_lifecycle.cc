@@ -40,7 +40,7 @@ struct Expected {
 void check_volume(Json v, const Expected& e) {
   INFO("volume ", e.name, ": ", v.dump());
   REQUIRE(v.is_object());
-  CHECK(v.size() == 19);  // no field more or less than doc/control-api.md lists
+  CHECK(v.size() == 20);  // no field more or less than doc/control-api.md lists
   CHECK(v["id"].is_number_unsigned());
   CHECK(v["id"].get<uint64_t>() > 0);
   CHECK(v["name"] == e.name);
@@ -59,6 +59,7 @@ void check_volume(Json v, const Expected& e) {
   CHECK(v["mounts"] == Json::array());
   CHECK(v["frontend"].is_null());
   CHECK(v["attach_error"].is_null());
+  CHECK(v["device_size"].is_null());
   CHECK(v["replicas"] == 1);
   CHECK(v["pool"] == "default");
   REQUIRE(v["created"].is_number_integer());

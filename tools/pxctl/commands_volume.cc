@@ -176,6 +176,11 @@ void add_update(CLI::App& volume, Action* action) {
       if (s.json()) return s.print_json(volume_json(v));
       s.print("Volume updated: " + std::string(v.getName().cStr()) + " (" + size_and_labels(v) +
               ")\n");
+      if (uint64_t shown = v.getDeviceSizeBytes(); shown != 0 && shown < v.getSizeBytes())
+        s.print("Its attached device " + std::string(v.getDevicePath().cStr()) + " still shows " +
+                format_size(shown) +
+                ": this host cannot grow it while attached; detach and attach the volume "
+                "to see the new size\n");
     };
   });
 }

@@ -42,6 +42,7 @@ Json volume_json(proto::Volume::Reader v) {
   out["mounts"] = text_list(v.getMounts());
   out["frontend"] = text_or_null(v.getFrontend());
   out["attach_error"] = text_or_null(v.getAttachError());
+  out["device_size"] = v.getDeviceSizeBytes() ? Json(v.getDeviceSizeBytes()) : Json(nullptr);
   out["replicas"] = v.getReplicas();
   out["pool"] = v.getPool().cStr();
   out["created"] = v.getCreatedUnix();

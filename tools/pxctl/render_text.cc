@@ -109,6 +109,8 @@ std::string volume_block(proto::Volume::Reader v) {
             (v.getSnapshots().size() == 0 ? "" : " (" + joined(v.getSnapshots(), ", ") + ")"));
   }
   if (v.getAttachError().size()) rows.emplace_back("Attach error", v.getAttachError().cStr());
+  if (uint64_t shown = v.getDeviceSizeBytes(); shown != 0 && shown < v.getSizeBytes())
+    rows.emplace_back("Device size", format_size(shown) + " until detached and attached again");
   rows.emplace_back("Exclusive", format_size(v.getExclusiveBytes()));
   rows.emplace_back("Shared", format_size(v.getSharedBytes()));
   rows.emplace_back("Created", format_time(v.getCreatedUnix()));

@@ -54,7 +54,8 @@ TEST_CASE("volume JSON has the documented shape") {
         R"({"id":3,"name":"db","is_snapshot":false,"size":10737418240,"block_size":4096,)"
         R"("fs":"ext4","labels":{"app":"pg","tier":"gold"},"parent":null,"snapshots":["db-s1"],)"
         R"("exclusive_bytes":1048576,"shared_bytes":2097152,"device_path":null,)"
-        R"("state":"detached","mounts":[],"frontend":null,"attach_error":null,"replicas":1,)"
+        R"("state":"detached","mounts":[],"frontend":null,"attach_error":null,)"
+        R"("device_size":null,"replicas":1,)"
               R"("pool":"default","created":1795000000})");
   // What scripts get is parseable text.
   CHECK(nlohmann::json::parse(json_text(json))["size"] == 10 * kGiB);
