@@ -73,12 +73,13 @@ void add_import(CLI::App& volume, Action* action) {
       "import", "Create a volume from a raw or qcow2 file, a block device or an NBD URI");
   cmd->add_option("name", o->name, "Name of the new volume")->required();
   cmd->add_option("--from", o->from, "FILE, DEVICE or nbd://... / nbd+unix://... URI")
-      ->required();
+      ->required()
+      ->type_name("FILE|URI");
   cmd->add_option("-s,--size", o->size, "Volume size (default: the source's, rounded up)")
       ->check(size_validator());
   cmd->add_option("--fs", o->fs, "Filesystem recorded for the volume (ext4, xfs, none)")
       ->check(CLI::IsMember({"ext4", "xfs", "none"}));
-  cmd->add_option("-b,--block-size", o->block_size, "Block size in bytes")
+  cmd->add_option("-b,--block_size,--block-size", o->block_size, "Block size in bytes")
       ->check(CLI::IsMember({512, 4096}));
   add_label_option(*cmd, o->labels, "Labels k=v,k2=v2 (repeatable)");
   cmd->callback([o, action] {
@@ -120,8 +121,8 @@ void add_import(CLI::App& volume, Action* action) {
         run_copy(source, destination, copy);
       } catch (const CommandError& e) {
         delete_volume(s, o->name);
-        throw CommandError(e.exit_code(), std::string(e.what()) + "; volume '" + o->name +
-                                              "' was removed");
+        throw CommandError(e.exit_code(),
+                           std::string(e.what()) + "; volume '" + o->name + "' was removed");
       }
       auto finish = s.client().control().updateVolumeRequest();
       finish.setName(o->name);
@@ -149,7 +150,9 @@ void add_export(CLI::App& volume, Action* action) {
       "export", "Copy a volume or snapshot to a sparse file, a block device or an NBD URI");
   cmd->add_option("name", o->name, "Volume or snapshot (a snapshot gives a consistent copy)")
       ->required();
-  cmd->add_option("--to", o->to, "FILE, DEVICE or nbd://... / nbd+unix://... URI")->required();
+  cmd->add_option("--to", o->to, "FILE, DEVICE or nbd://... / nbd+unix://... URI")
+      ->required()
+      ->type_name("FILE|URI");
   cmd->add_flag("--overwrite", o->overwrite, "Replace an existing file");
   cmd->callback([o, action] {
     *action = [o](Session& s) {
@@ -202,8 +205,7 @@ void add_export(CLI::App& volume, Action* action) {
         throw CommandError(e.exit_code(), std::string(e.what()) +
                                               (created ? "; '" + o->to + "' was removed" : ""));
       }
-      if (s.json())
-        return s.print_json(Json{{"name", o->name}, {"to", o->to}, {"size", size}});
+      if (s.json()) return s.print_json(Json{{"name", o->name}, {"to", o->to}, {"size", size}});
       s.print("Exported: " + o->name + " to " + o->to + " (" + format_size(size) + ")\n");
     };
   });

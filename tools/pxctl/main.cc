@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "tools/pxctl/commands.h"
+#include "tools/pxctl/completion.h"
 #include "tools/pxctl/errors.h"
 
 namespace {
@@ -74,6 +75,13 @@ int main(int argc, char** argv) {
   add_volume_commands(app, &action);
   add_host_commands(app, &action);
   add_global_footer(app);
+
+  // Bash completion asks the same tree the parser uses (tools/pxctl/completion.h).
+  if (argc >= 2 && std::string(argv[1]) == kCompleteVerb) {
+    for (const std::string& c : completions(app, std::vector<std::string>(argv + 2, argv + argc)))
+      std::cout << c << '\n';
+    return kExitOk;
+  }
 
   try {
     app.parse(argc, argv);

@@ -365,10 +365,14 @@ ClosingSocket::~ClosingSocket() {
 }
 
 Run run_pxctl(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  std::vector<std::string> argv = {PXCTL_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv, env);
+}
+
+Run run_program(std::vector<std::string> argv_s, const std::vector<std::string>& env) {
   TempDir dir;
   std::string out_path = dir / "out", err_path = dir / "err";
-  std::vector<std::string> argv_s = {PXCTL_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -60,4 +60,7 @@ struct Run {
 // Runs the built pxctl with `args`, capturing stdout and stderr.
 Run run_pxctl(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
 
+// Runs `argv` (argv[0] a path) likewise, with stdin from /dev/null.
+Run run_program(std::vector<std::string> argv, const std::vector<std::string>& env = {});
+
 }  // namespace pxd::testing
