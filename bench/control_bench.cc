@@ -101,9 +101,13 @@ int main(int argc, char** argv) {
   std::string self = std::filesystem::read_symlink("/proc/self/exe").parent_path();
   std::string pxd = std::filesystem::path(self).parent_path() / "daemon" / "pxd";
   std::string socket = root + "/pxd.sock";
-  std::vector<std::string> args = {pxd,    "--data-dir", root + "/data",         "--control-socket",
-                                   socket, "--pool",     root + "/pool.img:64G", "--log-level",
-                                   "warn"};
+  // Private sockets only: the NBD server on its own path, no Docker plugin (an installed
+  // pxd may hold the default ones).
+  std::vector<std::string> args = {
+      pxd,    "--data-dir",   root + "/data",         "--control-socket",
+      socket, "--nbd-socket", root + "/nbd.sock",     "--docker-plugin-socket",
+      "",     "--pool",       root + "/pool.img:64G", "--log-level",
+      "warn"};
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
   cargs.push_back(nullptr);
