@@ -1,6 +1,7 @@
 // engine/pending_change.h: one chunk of a thin volume whose mapping is changing.
 //
-// Private to thin_volume.cc. A PendingChange exists from the moment a write or discard
+// Private to the engine (thin_volume.cc makes them; the Pool reads them to see a volume
+// as of now, see Pool::view_of). A PendingChange exists from the moment a write or discard
 // decides that chunk `chunk_index` needs a new mapping (a fresh chunk, a copy, or none)
 // until the metadata batch that records it is written. While it exists, the tree's live
 // entry points at it; other requests that would change the same chunk wait in `waiters`.
@@ -33,6 +34,10 @@ struct PendingChange final : IoCompletion {
   ThinVolume* const volume;
   const uint64_t chunk_index;
   const uint32_t birth;  // the new entry's generation, and the old entry's death
+
+  // The batch is queued: for kCopy and kUnmap the old entry has ended (and its chunk may
+  // have lost its last reference), though the live map shows it until the commit is done.
+  bool queued = false;
 
   uint64_t new_chunk = kNoChunk;  // kAllocate, kCopy
   uint64_t old_chunk = kNoChunk;  // kCopy, kUnmap

@@ -3,6 +3,7 @@
 #include <ctime>
 #include <future>
 
+#include "engine/pending_change.h"
 #include "engine/pool.h"
 #include "engine/pool_state.h"
 
@@ -11,7 +12,18 @@ namespace pxd {
 std::unordered_map<uint64_t, uint64_t> Pool::view_of(const Tree& tree, uint32_t generation) {
   std::unordered_map<uint64_t, uint64_t> map;
   for (const auto& [ci, e] : tree.live) {
-    if (e.birth <= generation) map[ci] = e.pool_chunk;
+    uint64_t chunk = e.pool_chunk;
+    uint32_t birth = e.birth;
+    // A copy or unmap whose batch is queued has already ended this entry (a snapshot that
+    // still sees it finds it in the history) and may have dropped the last reference to
+    // its chunk: the view takes its outcome, which the caller's batch follows.
+    if (const PendingChange* p = e.pending;
+        p && p->queued && p->kind != PendingChange::Kind::kAllocate) {
+      if (p->kind == PendingChange::Kind::kUnmap) continue;
+      chunk = p->new_chunk;
+      birth = p->birth;
+    }
+    if (birth <= generation) map[ci] = chunk;
   }
   for (const auto& [key, h] : tree.history) {
     if (key.second <= generation && generation < h.death) map[key.first] = h.pool_chunk;

@@ -406,6 +406,7 @@ void ThinVolume::commit_change(PendingChange* p) {
 }
 
 void ThinVolume::queue_commit(PendingChange* p) {
+  p->queued = true;
   metadb::MetaBatch batch;
   if (p->kind != PendingChange::Kind::kAllocate) {
     pool_.end_live_entry(tree_, p->chunk_index, p->old_birth, p->old_chunk, p->birth, batch,
@@ -432,7 +433,9 @@ void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
     if (status.is_ok() && p->kind == PendingChange::Kind::kUnmap) {
       tree_.live.erase(it);
     } else if (status.is_ok() && p->kind == PendingChange::Kind::kCopy) {
-      it->second = LiveEntry{p->new_chunk, p->birth, false, nullptr};
+      // A clone taken while the batch was queued shares the new chunk (Pool::view_of).
+      bool shared = pool_.allocator().references(p->new_chunk) > 1;
+      it->second = LiveEntry{p->new_chunk, p->birth, shared, nullptr};
     } else {
       // An allocation names its chunk from the start (and a clone may have marked it
       // shared since). If its commit failed, writes to it may have completed: the data

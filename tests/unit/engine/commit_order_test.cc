@@ -339,5 +339,69 @@ TEST_CASE(
   CHECK(s.io.read(*copy.value(), offset, first.size()) == first);
 }
 
+// A discard of a whole chunk queues its unmap and drops the chunk's last reference at
+// once; the live map shows the chunk until the batch commits. A clone taken in between
+// must not pick the chunk up: the reclaimer zeroes and frees it once the unmap commits.
+TEST_CASE("a clone taken while an unmap is queued does not keep the freed chunk") {
+  if (skip_unless_root()) return;
+  Setup s;
+  const auto data = pattern(kChunk, 6);
+  REQUIRE(s.io.write(*s.vol, 0, data) == 0);
+  REQUIRE(s.io.flush(*s.vol) == 0);
+  s.fs.freeze();
+  Pending discard(IoOp::kDiscard, 0, kChunk, nullptr);
+  s.vol->submit(*s.ring, &discard.req);
+  CHECK_FALSE(discard.wait(*s.ring, 300ms));  // completes only once its unmap commits
+  auto taken =
+      std::async(std::launch::async, [&s] { return s.pool->clone("vol", "copy").has_value(); });
+  CHECK(taken.wait_for(300ms) == std::future_status::timeout);
+  s.fs.thaw();
+  REQUIRE(discard.wait(*s.ring, 60s));
+  CHECK(discard.result == 0);
+  REQUIRE(taken.wait_for(60s) == std::future_status::ready);
+  REQUIRE(taken.get());
+  wait_for_reclaim(*s.pool);
+  PoolUsage u = s.pool->usage();
+  CHECK(u.used_bytes + u.free_bytes + u.reclaiming_bytes == u.capacity_bytes);
+  CHECK(u.used_bytes == 0);
+  auto copy = s.pool->open_volume("copy");
+  REQUIRE(copy.has_value());
+  CHECK(all_bytes(s.io.read(*copy.value(), 0, kChunk), 0));
+}
+
+// A copy-on-write queues its new extent once the copy is durable; a clone taken before
+// that commits shares the new chunk, so the volume's next write to it must copy again.
+TEST_CASE("a clone taken while a copy-on-write is queued keeps what it saw") {
+  if (skip_unless_root()) return;
+  Setup s;
+  const auto first = pattern(kChunk, 7), second = pattern(4096, 8), third = pattern(4096, 9);
+  REQUIRE(s.io.write(*s.vol, kChunk, first) == 0);
+  REQUIRE(s.pool->create_snapshot("vol", "snap").has_value());
+  s.fs.freeze();
+  AlignedBuf buf(second.size());
+  std::memcpy(buf.data, second.data(), second.size());
+  Pending write(IoOp::kWrite, kChunk, second.size(), buf.data);
+  s.vol->submit(*s.ring, &write.req);
+  CHECK_FALSE(write.wait(*s.ring, 300ms));  // copied, then waits for its extent's commit
+  auto taken =
+      std::async(std::launch::async, [&s] { return s.pool->clone("vol", "copy").has_value(); });
+  CHECK(taken.wait_for(300ms) == std::future_status::timeout);
+  s.fs.thaw();
+  REQUIRE(write.wait(*s.ring, 60s));
+  CHECK(write.result == 0);
+  REQUIRE(taken.wait_for(60s) == std::future_status::ready);
+  REQUIRE(taken.get());
+  auto copy = s.pool->open_volume("copy");
+  REQUIRE(copy.has_value());
+  const auto seen = s.io.read(*copy.value(), kChunk, 4096);
+  CHECK((seen == second || seen == std::vector<uint8_t>(first.begin(), first.begin() + 4096)));
+  REQUIRE(s.io.write(*s.vol, kChunk, third) == 0);
+  CHECK(s.io.read(*copy.value(), kChunk, 4096) == seen);
+  CHECK(s.io.read(*s.vol, kChunk, 4096) == third);
+  wait_for_reclaim(*s.pool);
+  PoolUsage u = s.pool->usage();
+  CHECK(u.used_bytes + u.free_bytes + u.reclaiming_bytes == u.capacity_bytes);
+}
+
 }  // namespace
 }  // namespace pxd::testing
