@@ -12,6 +12,7 @@ ChunkAllocator::ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts,
     total_ += count;
   }
   refs_.assign(total_, 0);
+  referrers_.assign(total_, 0);
   free_bits_.assign((total_ + 63) / 64, 0);
 }
 
@@ -21,9 +22,10 @@ std::pair<uint32_t, uint64_t> ChunkAllocator::locate(uint64_t chunk) const {
   return {dev, chunk - bases_[dev]};
 }
 
-bool ChunkAllocator::load_reference(uint64_t chunk) {
+bool ChunkAllocator::load_reference(uint64_t chunk, uint64_t referrer) {
   if (chunk >= total_) return false;
   if (refs_[chunk]++ == 0) ++referenced_;
+  referrers_[chunk] ^= referrer;
   return true;
 }
 
@@ -59,7 +61,7 @@ size_t ChunkAllocator::reserve_target() const {
   return reserve_batch_;
 }
 
-ChunkAllocator::AllocStatus ChunkAllocator::allocate(uint64_t* chunk,
+ChunkAllocator::AllocStatus ChunkAllocator::allocate(uint64_t* chunk, uint64_t referrer,
                                                      std::function<void()> on_refilled) {
   std::lock_guard<std::mutex> lock(mu_);
   if (reserve_.empty()) {
@@ -72,6 +74,7 @@ ChunkAllocator::AllocStatus ChunkAllocator::allocate(uint64_t* chunk,
   *chunk = reserve_.back();
   reserve_.pop_back();
   refs_[*chunk] = 1;
+  referrers_[*chunk] = referrer;
   ++referenced_;
   return AllocStatus::kOk;
 }
@@ -79,23 +82,31 @@ ChunkAllocator::AllocStatus ChunkAllocator::allocate(uint64_t* chunk,
 void ChunkAllocator::unallocate(uint64_t chunk) {
   std::lock_guard<std::mutex> lock(mu_);
   refs_[chunk] = 0;
+  referrers_[chunk] = 0;
   --referenced_;
   reserve_.push_back(chunk);
 }
 
-void ChunkAllocator::add_reference(uint64_t chunk) {
+uint32_t ChunkAllocator::add_reference(uint64_t chunk, uint64_t referrer) {
   std::lock_guard<std::mutex> lock(mu_);
   if (refs_[chunk]++ == 0) ++referenced_;
+  referrers_[chunk] ^= referrer;
+  return refs_[chunk];
 }
 
-uint32_t ChunkAllocator::drop_reference(uint64_t chunk) {
+ChunkAllocator::Dropped ChunkAllocator::drop_reference(uint64_t chunk, uint64_t referrer) {
   std::lock_guard<std::mutex> lock(mu_);
-  uint32_t left = --refs_[chunk];
-  if (left == 0) {
+  Dropped d;
+  d.left = --refs_[chunk];
+  referrers_[chunk] ^= referrer;
+  if (d.left == 0) {
     --referenced_;
     ++reclaiming_;
+    referrers_[chunk] = 0;  // whatever a bad caller left, a free chunk starts clean
+  } else if (d.left == 1) {
+    d.last_referrer = referrers_[chunk];
   }
-  return left;
+  return d;
 }
 
 uint32_t ChunkAllocator::references(uint64_t chunk) const {

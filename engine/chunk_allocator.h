@@ -6,6 +6,11 @@
 // tree, that name it). A chunk with count zero is free, except chunks that may hold stale
 // data, which are "dirty" (persisted as the metadata store's dirty set) until zeroed.
 //
+// Each reference is counted with the tree that holds it (its referrer): the allocator
+// keeps the XOR of a chunk's referrers' ids beside the count, so when a chunk is left with
+// one reference it can say whose that is (the XOR of one id is the id). Space accounting
+// needs that to learn which object a chunk has just become exclusive to.
+//
 // Allocation never hands out a chunk that could show old data after a crash: the hot
 // path allocates only from a *reserve* of chunks that are known zero and already
 // persisted as dirty (so that a crash before their mapping commits re-zeroes them at
@@ -37,24 +42,30 @@ class ChunkAllocator {
   std::pair<uint32_t, uint64_t> locate(uint64_t chunk) const;
 
   // ---- open time (before any I/O) ----
-  // Counts one reference found in the metadata. Returns false if the chunk is out of range.
-  bool load_reference(uint64_t chunk);
+  // Counts one reference, held by tree `referrer`, found in the metadata. Returns false if
+  // the chunk is out of range.
+  bool load_reference(uint64_t chunk, uint64_t referrer);
   // Marks the chunks that are neither referenced nor dirty as free. Call once, after
   // load_reference() for every entry and before anything else.
   void finish_load(const std::vector<uint64_t>& dirty_unreferenced);
 
   // ---- hot path ----
   enum class AllocStatus { kOk, kWait, kNoSpace };
-  // Takes one chunk from the reserve, with reference count 1. kWait: the reserve is empty
-  // but free chunks exist; `on_refilled` runs (on the refill thread) once it is refilled.
+  // Takes one chunk from the reserve, with reference count 1 held by `referrer`. kWait: the reserve
+  // is empty but free chunks exist; `on_refilled` runs (on the refill thread) once it is refilled.
   // kNoSpace: no free chunk at all.
-  AllocStatus allocate(uint64_t* chunk, std::function<void()> on_refilled);
+  AllocStatus allocate(uint64_t* chunk, uint64_t referrer, std::function<void()> on_refilled);
   // Gives back a chunk allocate() returned that never got a reference in the metadata.
   void unallocate(uint64_t chunk);
-  void add_reference(uint64_t chunk);
-  // Drops one reference; returns the new count. At zero the chunk becomes reclaiming: the
+  // Adds a reference held by tree `referrer`; returns the new count.
+  uint32_t add_reference(uint64_t chunk, uint64_t referrer);
+  struct Dropped {
+    uint32_t left = 0;           // references left
+    uint64_t last_referrer = 0;  // when one is left: the tree that holds it
+  };
+  // Drops a reference held by tree `referrer`. At zero the chunk becomes reclaiming: the
   // caller must record it dirty in the same batch and hand it to the reclaimer.
-  uint32_t drop_reference(uint64_t chunk);
+  Dropped drop_reference(uint64_t chunk, uint64_t referrer);
   uint32_t references(uint64_t chunk) const;
 
   // ---- refill and reclaim (metadata thread) ----
@@ -93,6 +104,7 @@ class ChunkAllocator {
   uint64_t total_ = 0;
   const size_t max_reserve_batch_;              // the reserve_batch_ limit
   std::vector<uint32_t> refs_;                  // GUARDED_BY(mu_)
+  std::vector<uint64_t> referrers_;             // GUARDED_BY(mu_): XOR of the referrers' ids
   std::vector<uint64_t> free_bits_;             // GUARDED_BY(mu_): bit set = free
   uint64_t free_count_ = 0;                     // GUARDED_BY(mu_)
   uint64_t cursor_ = 0;                         // GUARDED_BY(mu_): next-fit search start

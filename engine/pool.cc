@@ -177,17 +177,19 @@ Status Pool::load() {
                         std::to_string(k.chunk_index) + ", birth " + std::to_string(k.birth) + ")";
     Tree* tree = state_->tree(k.tree);
     if (!tree) return corruption(where + " belongs to no volume");
-    if (!alloc.load_reference(v.pool_chunk))
+    if (!alloc.load_reference(v.pool_chunk, k.tree))
       return corruption(where + " names pool chunk " + std::to_string(v.pool_chunk) +
                         " beyond the pool's " + std::to_string(alloc.capacity_chunks()));
     if (k.birth > tree->generation || v.death <= k.birth ||
         (v.death != metadb::kLiveGeneration && v.death > tree->generation))
       return corruption(where + " has generations out of order");
+    // Reference counts are known only at the end: `unique` is set after the scan.
     if (v.death == metadb::kLiveGeneration) {
-      auto [it, inserted] = tree->live.emplace(k.chunk_index, LiveEntry{v.pool_chunk, k.birth});
-      if (!inserted) return corruption(where + " is a second live entry for its chunk");
+      if (tree->live.count(k.chunk_index))
+        return corruption(where + " is a second live entry for its chunk");
+      tree->add_live(k.chunk_index, LiveEntry{v.pool_chunk, k.birth});
     } else {
-      tree->history[{k.chunk_index, k.birth}] = HistoryEntry{v.pool_chunk, v.death};
+      tree->put_history(k.chunk_index, k.birth, HistoryEntry{v.pool_chunk, v.death});
     }
     ++extents;
     return Status::ok();
@@ -206,8 +208,14 @@ Status Pool::load() {
   }));
   for (const auto& [id, rec] : objects_) {
     if (rec.kind != metadb::ObjectKind::kVolume) continue;
-    for (auto& [ci, e] : state_->tree(id)->live)
+    Tree* tree = state_->tree(id);
+    std::lock_guard<std::mutex> lock(tree->mu);
+    for (auto& [ci, e] : tree->live) {
       e.maybe_shared = alloc.references(e.pool_chunk) > 1;
+      tree->set_unique(e, !e.maybe_shared);
+    }
+    for (auto it = tree->history.begin(); it != tree->history.end(); ++it)
+      tree->set_unique(it, alloc.references(it->second.pool_chunk) == 1);
   }
   alloc.finish_load(dirty_unreferenced);
   if (!stale.empty()) PXD_RETURN_IF_ERROR(store.write(stale, true));
@@ -250,7 +258,7 @@ uint32_t Pool::open_count(uint64_t id) {
   return it == opens_.end() ? 0 : it->second;
 }
 
-ObjectInfo Pool::describe(const metadb::ObjectRecord& rec, bool with_space) {
+ObjectInfo Pool::describe(const metadb::ObjectRecord& rec) {
   ObjectInfo info;
   info.id = rec.id;
   info.name = rec.name;
@@ -274,7 +282,7 @@ ObjectInfo Pool::describe(const metadb::ObjectRecord& rec, bool with_space) {
     if (it != objects_.end()) info.origin = it->second.name;
   }
   info.open_handles = open_count(rec.id);
-  if (with_space) account(rec, info);
+  account(rec, info);
   return info;
 }
 
@@ -330,12 +338,13 @@ Status Pool::remove(const std::string& name) {
                                  " snapshots; delete them first");
     for (auto& [ci, e] : tree->live) {
       batch.delete_extent({tree->id, ci, e.birth});
-      state_->drop_reference(e.pool_chunk, batch, freed);
+      state_->drop_reference(*tree, ci, e.pool_chunk, batch, freed);
     }
     for (auto& [key, h] : tree->history) {
       batch.delete_extent({tree->id, key.first, key.second});
-      state_->drop_reference(h.pool_chunk, batch, freed);
+      state_->drop_reference(*tree, key.first, h.pool_chunk, batch, freed);
     }
+    // The tree goes with the volume, and its space counts with it.
     tree->live.clear();
     tree->history.clear();
   }
@@ -366,8 +375,10 @@ Status Pool::remove_snapshot(const metadb::ObjectRecord& rec) {
   std::future<Status> committed;
   {
     std::lock_guard<std::mutex> tree_lock(tree->mu);
-    tree->snapshots.erase(generation);
-    collect_unseen_history(*tree, batch, freed);
+    tree->forget_snapshot(generation, [&](uint64_t ci, uint32_t birth, const HistoryEntry& h) {
+      batch.delete_extent({tree->id, ci, birth});
+      state_->drop_reference(*tree, ci, h.pool_chunk, batch, freed);
+    });
     committed = state_->writer().commit_later(std::move(batch), true);
   }
   PXD_RETURN_IF_ERROR(committed.get());
@@ -385,8 +396,8 @@ void Pool::collect_unseen_history(Tree& tree, metadb::MetaBatch& batch,
     const HistoryEntry& h = it->second;
     if (!tree.snapshot_in(birth, h.death)) {
       batch.delete_extent({tree.id, ci, birth});
-      state_->drop_reference(h.pool_chunk, batch, freed);
-      it = tree.history.erase(it);
+      state_->drop_reference(tree, ci, h.pool_chunk, batch, freed);
+      it = tree.erase_history(it);
     } else {
       ++it;
     }
@@ -464,6 +475,17 @@ std::vector<ObjectInfo> Pool::list() {
   std::vector<ObjectInfo> out;
   out.reserve(objects_.size());
   for (const auto& [id, rec] : objects_) out.push_back(describe(rec));
+  return out;
+}
+
+std::vector<ObjectInfo> Pool::list_recounted() {
+  std::lock_guard<std::mutex> lock(control_mu_);
+  std::vector<ObjectInfo> out;
+  out.reserve(objects_.size());
+  for (const auto& [id, rec] : objects_) {
+    out.push_back(describe(rec));
+    recount(rec, out.back());
+  }
   return out;
 }
 

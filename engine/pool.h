@@ -5,7 +5,8 @@
 // chunk_size bytes. Volumes are thin (a chunk is allocated on first write). Snapshots are
 // O(1) read-only views; clones are writable volumes that share a snapshot's (or, through
 // an implicit snapshot, a volume's) chunks. Each object reports exclusive and shared
-// bytes; pool used bytes is exactly the number of referenced chunks times chunk_size.
+// bytes, at a cost independent of its size; pool used bytes is exactly the number of
+// referenced chunks times chunk_size.
 // How it works: doc/engine.md; what is stored: doc/format.md.
 //
 // Names are unique across volumes and snapshots: 1 to 255 bytes, no '/', no control
@@ -130,8 +131,15 @@ class Pool {
                                   const std::vector<std::string>& remove);
   Result<ObjectInfo> set_attributes(const std::string& name, const Labels& attributes);
 
+  // Exclusive and shared bytes come from counts kept as extents change: the cost does not
+  // grow with the extents mapped (doc/engine.md, "Space accounting").
   Result<ObjectInfo> inspect(const std::string& name);
   std::vector<ObjectInfo> list();
+  // list() with every object's exclusive and shared bytes recomputed by walking its tree
+  // (linear in its extents, holding the tree's lock meanwhile): the definition the counts
+  // follow. For tests, which check that both agree whenever no I/O is in flight, and
+  // benchmarks.
+  std::vector<ObjectInfo> list_recounted();
   PoolUsage usage();
 
   // A handle for I/O. Snapshots open read-only. Several handles may be open at once.
@@ -144,9 +152,7 @@ class Pool {
   explicit Pool(std::unique_ptr<PoolState> state);
   Status load();
   Result<const metadb::ObjectRecord*> find(const std::string& name) const;
-  // With `with_space`, walks the tree for exclusive and shared bytes (linear in its
-  // extents, under the tree lock).
-  ObjectInfo describe(const metadb::ObjectRecord& rec, bool with_space = true);
+  ObjectInfo describe(const metadb::ObjectRecord& rec);
   uint32_t open_count(uint64_t id);
   Result<ObjectInfo> update_record(const std::string& name,
                                    const std::function<Status(metadb::ObjectRecord&)>& change);
@@ -159,7 +165,9 @@ class Pool {
   Status remove_snapshot(const metadb::ObjectRecord& rec);
   // Deletes history entries of `tree` that no snapshot sees. REQUIRES: tree.mu held.
   void collect_unseen_history(Tree& tree, metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
+  // Exclusive and shared bytes from the tree's counts; recount() walks the extents.
   void account(const metadb::ObjectRecord& rec, ObjectInfo& info);
+  void recount(const metadb::ObjectRecord& rec, ObjectInfo& info);
   Status finish_change(metadb::MetaBatch batch, const std::vector<uint64_t>& freed);
 
   std::unique_ptr<PoolState> state_;

@@ -75,14 +75,7 @@ Result<ObjectInfo> Pool::create_snapshot(const std::string& volume, const std::s
   objects_[vol.id] = vol;
   names_[snap.name] = snap.id;
   auto& stored = objects_[snap.id] = std::move(snap);
-  // A new snapshot shares everything it sees and owns nothing yet: answer without walking
-  // the tree (which costs time linear in its extents, holding the lock I/O needs).
-  ObjectInfo info = describe(stored, false);
-  {
-    std::lock_guard<std::mutex> tree_lock(tree->mu);
-    info.shared_bytes = static_cast<uint64_t>(tree->live.size()) * state_->chunk_size();
-  }
-  return info;
+  return describe(stored);
 }
 
 Result<ObjectInfo> Pool::clone(const std::string& source, const std::string& name,
@@ -117,7 +110,10 @@ Result<ObjectInfo> Pool::make_clone(const metadb::ObjectRecord& source, Tree& tr
   metadb::MetaBatch batch;
   std::future<Status> committed;
   {
+    // The clone's lock too (nothing else waits for it while holding another tree's): space
+    // settling may look at it as soon as it holds references.
     std::lock_guard<std::mutex> tree_lock(tree.mu);
+    std::lock_guard<std::mutex> clone_lock(clone_tree->mu);
     uint32_t generation = source.generation;
     if (source.kind == metadb::ObjectKind::kVolume) {
       // An implicit snapshot: close the current generation so that writes after this
@@ -130,8 +126,8 @@ Result<ObjectInfo> Pool::make_clone(const metadb::ObjectRecord& source, Tree& tr
       batch.put_object(stored);
     }
     for (const auto& [ci, chunk] : view_of(tree, generation)) {
-      state_->allocator().add_reference(chunk);
-      clone_tree->live[ci] = LiveEntry{chunk, 1, true, nullptr};
+      state_->share_chunk(tree, ci, chunk, rec.id);
+      clone_tree->add_live(ci, LiveEntry{chunk, 1, true, false, nullptr});
       batch.put_extent({rec.id, ci, 1}, {chunk, metadb::kLiveGeneration});
       // The source's own live entry may name the same chunk: it is no longer the only
       // reference, so its next write must check the count (and copy) instead of going
@@ -181,11 +177,11 @@ Status Pool::restore(const std::string& volume, const std::string& snapshot) {
         continue;
       }
       state_->end_live_entry(*tree, ci, e.birth, e.pool_chunk, g, batch, freed);
-      it = tree->live.erase(it);
+      it = tree->erase_live(it);
     }
     for (const auto& [ci, chunk] : target) {
-      state_->allocator().add_reference(chunk);
-      tree->live[ci] = LiveEntry{chunk, g, true, nullptr};
+      state_->share_chunk(*tree, ci, chunk, tree->id);
+      tree->add_live(ci, LiveEntry{chunk, g, true, false, nullptr});
       batch.put_extent({tree->id, ci, g}, {chunk, metadb::kLiveGeneration});
     }
     // Entries just made are born at g; later writes carry g + 1 so they never collide.
@@ -197,9 +193,23 @@ Status Pool::restore(const std::string& volume, const std::string& snapshot) {
   return finish_change(std::move(batch), freed);
 }
 
-// Exclusive: chunks only this object sees (reference count one, and no other snapshot or
-// the live volume sees the entry). Shared: every other chunk it sees.
 void Pool::account(const metadb::ObjectRecord& rec, ObjectInfo& info) {
+  state_->settle_space();
+  Tree* tree = state_->tree(rec.tree);
+  SpaceChunks space;
+  {
+    std::lock_guard<std::mutex> lock(tree->mu);
+    space = rec.kind == metadb::ObjectKind::kVolume ? tree->volume_space()
+                                                    : tree->snapshot_space(rec.generation);
+  }
+  info.exclusive_bytes = space.exclusive * state_->chunk_size();
+  info.shared_bytes = space.shared * state_->chunk_size();
+}
+
+// The definition the counts follow. Exclusive: chunks only this object sees (reference
+// count one, and no other snapshot or the live volume sees the entry). Shared: every other
+// chunk it sees.
+void Pool::recount(const metadb::ObjectRecord& rec, ObjectInfo& info) {
   Tree* tree = state_->tree(rec.tree);
   const uint64_t cs = state_->chunk_size();
   ChunkAllocator& alloc = state_->allocator();

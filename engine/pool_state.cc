@@ -35,19 +35,78 @@ void PoolState::end_live_entry(Tree& tree, uint64_t chunk_index, uint32_t birth,
                                std::vector<uint64_t>& freed) {
   metadb::ExtentKey key{tree.id, chunk_index, birth};
   if (tree.snapshot_in(birth, generation)) {
-    tree.history[{chunk_index, birth}] = HistoryEntry{pool_chunk, generation};
+    bool unique = allocator_->references(pool_chunk) == 1;
+    tree.put_history(chunk_index, birth, HistoryEntry{pool_chunk, generation, unique});
     batch.put_extent(key, metadb::ExtentValue{pool_chunk, generation});
     return;
   }
   batch.delete_extent(key);
-  drop_reference(pool_chunk, batch, freed);
+  drop_reference(tree, chunk_index, pool_chunk, batch, freed);
 }
 
-void PoolState::drop_reference(uint64_t pool_chunk, metadb::MetaBatch& batch,
-                               std::vector<uint64_t>& freed) {
-  if (allocator_->drop_reference(pool_chunk) == 0) {
+void PoolState::drop_reference(Tree& tree, uint64_t chunk_index, uint64_t pool_chunk,
+                               metadb::MetaBatch& batch, std::vector<uint64_t>& freed) {
+  ChunkAllocator::Dropped d = allocator_->drop_reference(pool_chunk, tree.id);
+  if (d.left == 0) {
     batch.put_dirty(pool_chunk);
     freed.push_back(pool_chunk);
+  } else if (d.left == 1) {
+    note_unshared(d.last_referrer, chunk_index, pool_chunk);
+  }
+}
+
+void PoolState::share_chunk(Tree& holder, uint64_t chunk_index, uint64_t pool_chunk,
+                            uint64_t referrer) {
+  // From one reference to two only under the lock of the tree that held the one: so an
+  // entry marked unique never names a chunk with more than one reference.
+  if (allocator_->add_reference(pool_chunk, referrer) == 2)
+    holder.set_unique(chunk_index, pool_chunk, false);
+}
+
+void PoolState::note_unshared(uint64_t tree, uint64_t chunk_index, uint64_t pool_chunk) {
+  // Bounds the list: settle in the background every so many (each costs 24 bytes here).
+  constexpr size_t kSettleBatch = 4096;
+  size_t noted;
+  {
+    std::lock_guard<std::mutex> lock(unshared_mu_);
+    unshared_.push_back({tree, chunk_index, pool_chunk});
+    noted = unshared_.size();
+  }
+  if (noted >= kSettleBatch && !settle_scheduled_.exchange(true)) {
+    writer_->run([this] {
+      settle_scheduled_.store(false);
+      settle_space();
+    });
+  }
+}
+
+void PoolState::settle_space() {
+  std::lock_guard<std::mutex> settle_lock(settle_mu_);
+  std::vector<Unshared> work;
+  {
+    std::lock_guard<std::mutex> lock(unshared_mu_);
+    work.swap(unshared_);
+  }
+  if (work.empty()) return;
+  std::sort(work.begin(), work.end(),
+            [](const Unshared& a, const Unshared& b) { return a.tree < b.tree; });
+  // A few hundred at a time under a tree's lock, so I/O on it waits only briefly.
+  constexpr size_t kSlice = 256;
+  for (size_t i = 0; i < work.size();) {
+    size_t end = i + 1;
+    while (end < work.size() && end - i < kSlice && work[end].tree == work[i].tree) ++end;
+    std::lock_guard<std::mutex> trees_lock(trees_mu_);
+    auto it = trees_.find(work[i].tree);
+    if (it != trees_.end()) {
+      Tree& tree = *it->second;
+      std::lock_guard<std::mutex> lock(tree.mu);
+      for (size_t j = i; j < end; ++j) {
+        // It may have been shared again, or dropped, since: only the count now matters.
+        if (allocator_->references(work[j].pool_chunk) == 1)
+          tree.set_unique(work[j].chunk_index, work[j].pool_chunk, true);
+      }
+    }
+    i = end;
   }
 }
 

@@ -6,7 +6,8 @@
 // chunks whose last reference is gone (zero them durably, then make them free).
 //
 // Thread safety: the members marked const are immutable after open; others say their
-// guard. Lock order: trees_mu_, then Tree::mu, then limbo_mu_.
+// guard. Lock order: settle_mu_, then trees_mu_, then Tree::mu, then the allocator's, then
+// limbo_mu_ or unshared_mu_.
 #pragma once
 
 #include <atomic>
@@ -59,11 +60,25 @@ class PoolState {
   // Ends the live entry (chunk_index, birth -> pool_chunk) of `tree` at `generation`:
   // kept as history if a snapshot in [birth, generation) sees it, else its extent is
   // deleted and its reference dropped; chunks left with none are recorded dirty in
-  // `batch` and appended to `freed`. REQUIRES: tree.mu held.
+  // `batch` and appended to `freed`. The live map is the caller's to change.
+  // REQUIRES: tree.mu held.
   void end_live_entry(Tree& tree, uint64_t chunk_index, uint32_t birth, uint64_t pool_chunk,
                       uint32_t generation, metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
-  // Drops a history entry's reference (its extent deletion is the caller's).
-  void drop_reference(uint64_t pool_chunk, metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
+  // Drops the reference of `tree`'s entry at `chunk_index` to `pool_chunk` (deleting its
+  // extent and map entry is the caller's). REQUIRES: tree.mu held.
+  void drop_reference(Tree& tree, uint64_t chunk_index, uint64_t pool_chunk,
+                      metadb::MetaBatch& batch, std::vector<uint64_t>& freed);
+  // Adds a reference held by tree `referrer` to `pool_chunk`, which `holder` names at
+  // `chunk_index` (sharing always keeps the chunk index): if holder's was the only one,
+  // its entries are no longer counted as unique. REQUIRES: holder.mu held.
+  void share_chunk(Tree& holder, uint64_t chunk_index, uint64_t pool_chunk, uint64_t referrer);
+
+  // Space accounting: when a chunk is left with one reference, the entry that holds it
+  // becomes unique; it may be in another tree than the one whose lock the dropper holds,
+  // so the dropper notes it and this marks it, one tree lock at a time. Call before
+  // reading the space counts (it also runs in the background when many are noted).
+  // REQUIRES: no tree lock held.
+  void settle_space();
 
   // Hands chunks whose last reference is committed as gone to the reclaimer. Call after
   // the commit, once no map points at them any more.
@@ -99,6 +114,7 @@ class PoolState {
   Status zero_chunks_durably(const std::vector<uint64_t>& chunks);
   // Preallocates the files' space of chunks entering the reserve (metadata thread).
   void preallocate(const std::vector<uint64_t>& chunks);
+  void note_unshared(uint64_t tree, uint64_t chunk_index, uint64_t pool_chunk);
 
   std::unique_ptr<metadb::MetaStore> store_;
   std::vector<std::unique_ptr<PoolDevice>> devices_;
@@ -113,6 +129,17 @@ class PoolState {
 
   std::mutex trees_mu_;
   std::unordered_map<uint64_t, std::unique_ptr<Tree>> trees_;  // GUARDED_BY(trees_mu_)
+
+  // Chunks left with one reference whose holder is not yet marked unique (settle_space).
+  struct Unshared {
+    uint64_t tree;
+    uint64_t chunk_index;
+    uint64_t pool_chunk;
+  };
+  std::mutex settle_mu_;            // one settle_space() at a time; before trees_mu_
+  std::mutex unshared_mu_;          // leaf
+  std::vector<Unshared> unshared_;  // GUARDED_BY(unshared_mu_)
+  std::atomic<bool> settle_scheduled_{false};
 
   std::mutex limbo_mu_;
   std::vector<std::pair<uint64_t, uint64_t>> limbo_;  // GUARDED_BY(limbo_mu_): (tag, chunk)

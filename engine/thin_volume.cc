@@ -239,7 +239,8 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
       }
     }
     if (need_chunk) {
-      auto st = pool_.allocator().allocate(&s.new_chunk, [this, req] { redispatch_later(req); });
+      auto st = pool_.allocator().allocate(&s.new_chunk, tree_.id,
+                                           [this, req] { redispatch_later(req); });
       if (st == ChunkAllocator::AllocStatus::kWait) {
         wait_alloc = true;
       } else if (st == ChunkAllocator::AllocStatus::kNoSpace) {
@@ -301,8 +302,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         // queued after the write completes is ordered after it.
         auto* p = new_change(PendingChange::Kind::kAllocate, s.chunk_index, gen);
         p->new_chunk = s.new_chunk;
-        LiveEntry& e = tree_.live[s.chunk_index];
-        e = LiveEntry{s.new_chunk, gen, false, p};
+        tree_.add_live(s.chunk_index, LiveEntry{s.new_chunk, gen, false, true, p});
         queue_commit(p);
         auto loc = pool_.locate(s.new_chunk);
         ++req->pending;
@@ -431,11 +431,11 @@ void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
     std::lock_guard<std::mutex> lock(tree_.mu);
     auto it = tree_.live.find(p->chunk_index);
     if (status.is_ok() && p->kind == PendingChange::Kind::kUnmap) {
-      tree_.live.erase(it);
+      tree_.erase_live(it);
     } else if (status.is_ok() && p->kind == PendingChange::Kind::kCopy) {
       // A clone taken while the batch was queued shares the new chunk (Pool::view_of).
       bool shared = pool_.allocator().references(p->new_chunk) > 1;
-      it->second = LiveEntry{p->new_chunk, p->birth, shared, nullptr};
+      tree_.replace_live(it->second, LiveEntry{p->new_chunk, p->birth, shared, !shared, nullptr});
     } else {
       // An allocation names its chunk from the start (and a clone may have marked it
       // shared since). If its commit failed, writes to it may have completed: the data
@@ -466,7 +466,7 @@ void ThinVolume::fail_change(PendingChange* p, int error) {
     commit_waiters.swap(p->commit_waiters);
     waiters = p->waiters;
   }
-  pool_.allocator().drop_reference(p->new_chunk);
+  pool_.allocator().drop_reference(p->new_chunk, tree_.id);
   pool_.retire({p->new_chunk});
   // Completed from the ring's queue, not from here: a completion may release the last
   // handle, and this object must outlive end_change() (see ~ThinVolume).

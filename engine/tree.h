@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -32,23 +33,78 @@ struct LiveEntry {
   // Came from a clone or restore, so another entry may name the same chunk; cleared once
   // a write sees the reference count at one.
   bool maybe_shared = false;
+  // Space accounting counts this entry as its chunk's only reference. Set only while the
+  // count is one (another reference clears it at once); when another tree drops the
+  // second-last reference, it is set later, by PoolState::settle_space().
+  bool unique = false;
   PendingChange* pending = nullptr;
 };
 
 struct HistoryEntry {
   uint64_t pool_chunk = 0;
   uint32_t death = 0;
+  bool unique = false;  // as in LiveEntry
+};
+
+// Counts of a tree's entries by generation, kept as the maps change, from which each
+// object's exclusive and shared chunks follow without a walk of the extents (see
+// doc/engine.md, "Space accounting"). Keys whose count falls to zero are removed.
+struct TreeSpace {
+  std::map<uint32_t, uint64_t> births;       // every entry, live or history, by birth
+  std::map<uint32_t, uint64_t> deaths;       // history entries, by death
+  std::map<uint32_t, uint64_t> unique_live;  // live entries with `unique`, by birth
+  // History entries with `unique` that exactly one snapshot sees, by that snapshot.
+  std::map<uint32_t, uint64_t> snapshot_exclusive;
+};
+
+struct SpaceChunks {
+  uint64_t exclusive = 0;  // chunks only this object sees
+  uint64_t shared = 0;     // chunks it sees that something else sees too
 };
 
 struct Tree {
+  using LiveMap = std::unordered_map<uint64_t, LiveEntry>;
+  using HistoryMap = std::map<std::pair<uint64_t, uint32_t>, HistoryEntry>;
+
   explicit Tree(uint64_t tree_id) : id(tree_id) {}
 
   const uint64_t id;
   std::mutex mu;
   uint32_t generation = 1;  // the live generation; every snapshot's is smaller
-  std::unordered_map<uint64_t, LiveEntry> live;
-  std::map<std::pair<uint64_t, uint32_t>, HistoryEntry> history;  // (chunk index, birth)
-  std::map<uint32_t, uint64_t> snapshots;                         // generation -> object id
+  // `live` and `history` are read freely under `mu` but changed only through the methods
+  // below, which keep `space` (or cleared with the whole tree). A snapshot is added to
+  // `snapshots` directly (that changes no count, see tree.cc) and removed by
+  // forget_snapshot().
+  LiveMap live;
+  HistoryMap history;                      // (chunk index, birth)
+  std::map<uint32_t, uint64_t> snapshots;  // generation -> object id
+  TreeSpace space;
+
+  // ---- changes to the maps (REQUIRES: mu held) ----
+  // Maps chunk index `ci`, which has no live entry.
+  LiveEntry& add_live(uint64_t ci, const LiveEntry& e);
+  // Replaces a live entry with the outcome of its pending change.
+  void replace_live(LiveEntry& slot, const LiveEntry& e);
+  LiveMap::iterator erase_live(LiveMap::iterator it);
+  // Adds (or replaces) history entry (ci, birth).
+  void put_history(uint64_t ci, uint32_t birth, const HistoryEntry& h);
+  HistoryMap::iterator erase_history(HistoryMap::iterator it);
+  // Sets `unique` on every entry at `ci` that names `pool_chunk`: several can, for a
+  // moment, while a copy or unmap is queued (the old live entry and its history version).
+  void set_unique(uint64_t ci, uint64_t pool_chunk, bool unique);
+  void set_unique(LiveEntry& e, bool unique);
+  void set_unique(HistoryMap::iterator it, bool unique);
+  // Forgets snapshot `generation`; history entries no snapshot sees any more are passed
+  // to `unseen` and erased.
+  void forget_snapshot(
+      uint32_t generation,
+      const std::function<void(uint64_t ci, uint32_t birth, const HistoryEntry&)>& unseen);
+
+  // ---- space (REQUIRES: mu held); O(generations in use), not O(extents) ----
+  SpaceChunks volume_space() const;
+  SpaceChunks snapshot_space(uint32_t snapshot_generation) const;
+  // The one snapshot in [lo, hi), or 0 if there is none or more than one.
+  uint32_t sole_snapshot(uint32_t lo, uint32_t hi) const;
 
   // Requests in flight, oldest first (IoRequest::sequence order): a retired chunk is
   // reused only after every request that started before its retirement has finished.
@@ -91,6 +147,10 @@ struct Tree {
       active_tail = req->active_prev;
     req->active_prev = req->active_next = nullptr;
   }
+
+ private:
+  void count_live(const LiveEntry& e, int sign);
+  void count_history(uint32_t birth, const HistoryEntry& h, int sign);
 };
 
 }  // namespace pxd

@@ -159,6 +159,19 @@ void check_space(Pool& pool, std::vector<std::string>& failures) {
                        std::to_string(u.reclaiming_bytes) + " != capacity " +
                        std::to_string(u.capacity_bytes));
   }
+  // Exclusive and shared bytes, counted at open from the extents, equal a walk of them.
+  std::vector<ObjectInfo> counted = pool.list();
+  std::vector<ObjectInfo> walked = pool.list_recounted();
+  for (size_t i = 0; i < counted.size() && i < walked.size(); ++i) {
+    if (counted[i].exclusive_bytes != walked[i].exclusive_bytes ||
+        counted[i].shared_bytes != walked[i].shared_bytes) {
+      failures.push_back("space of " + counted[i].name + ": counted " +
+                         std::to_string(counted[i].exclusive_bytes) + " exclusive, " +
+                         std::to_string(counted[i].shared_bytes) + " shared; walked " +
+                         std::to_string(walked[i].exclusive_bytes) + ", " +
+                         std::to_string(walked[i].shared_bytes));
+    }
+  }
 }
 
 TEST_CASE("SIGKILL at random moments never breaks the durability contract") {

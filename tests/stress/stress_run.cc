@@ -274,6 +274,16 @@ void StressRun::check_space() {
   REQUIRE_MESSAGE(
       u.used_bytes == model_.used_chunks() * kChunk,
       "pool uses " << u.used_bytes / kChunk << " chunks, the model " << model_.used_chunks());
+  // Exclusive and shared bytes are counted as extents change: they equal a walk of the
+  // extents (and check_listing compares them with the model).
+  std::vector<ObjectInfo> counted = engine_.pool().list();
+  std::vector<ObjectInfo> walked = engine_.pool().list_recounted();
+  REQUIRE(counted.size() == walked.size());
+  for (size_t i = 0; i < counted.size(); ++i) {
+    INFO("object " << counted[i].name << ": counted against walked");
+    CHECK(counted[i].exclusive_bytes == walked[i].exclusive_bytes);
+    CHECK(counted[i].shared_bytes == walked[i].shared_bytes);
+  }
 }
 
 void StressRun::write_once(uint32_t flags) {

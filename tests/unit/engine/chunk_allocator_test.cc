@@ -22,7 +22,7 @@ TEST_CASE("allocation comes only from the reserve") {
   CHECK(a.usage().free == 8);
   uint64_t c = kNoChunk;
   bool woke = false;
-  CHECK(a.allocate(&c, [&] { woke = true; }) == ChunkAllocator::AllocStatus::kWait);
+  CHECK(a.allocate(&c, 7, [&] { woke = true; }) == ChunkAllocator::AllocStatus::kWait);
   REQUIRE(a.wants_refill());
   auto taken = a.take_for_reserve();
   CHECK(taken.size() == 8);  // the batch is larger than the pool
@@ -31,12 +31,12 @@ TEST_CASE("allocation comes only from the reserve") {
   CHECK(woke);
   std::set<uint64_t> got;
   for (int i = 0; i < 8; ++i) {
-    REQUIRE(a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kOk);
+    REQUIRE(a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kOk);
     got.insert(c);
   }
   CHECK(got.size() == 8);
   CHECK(*got.begin() == 0);
-  CHECK(a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kNoSpace);
+  CHECK(a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kNoSpace);
   auto u = a.usage();
   CHECK(u.referenced == 8);
   CHECK(u.free == 0);
@@ -49,7 +49,7 @@ TEST_CASE("the reserve doubles while callers wait, up to its limit") {
   // Each time the reserve is empty when someone allocates, the next refill is twice as big.
   size_t last = 0;
   for (int round = 0; round < 6; ++round) {
-    while (a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kOk) {
+    while (a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kOk) {
     }
     REQUIRE(a.wants_refill());
     auto taken = a.take_for_reserve();
@@ -64,17 +64,17 @@ TEST_CASE("the reserve doubles while callers wait, up to its limit") {
 
 TEST_CASE("references, drops and reclaim keep the counts exact") {
   ChunkAllocator a({4});
-  CHECK(a.load_reference(1));
-  CHECK(a.load_reference(1));
-  CHECK(a.load_reference(2));
-  CHECK_FALSE(a.load_reference(4));  // beyond the pool
-  a.finish_load({3});                // 3 is dirty and unreferenced: reclaiming
+  CHECK(a.load_reference(1, 10));
+  CHECK(a.load_reference(1, 11));
+  CHECK(a.load_reference(2, 10));
+  CHECK_FALSE(a.load_reference(4, 10));  // beyond the pool
+  a.finish_load({3});                    // 3 is dirty and unreferenced: reclaiming
   auto u = a.usage();
   CHECK(u.referenced == 2);
   CHECK(u.free == 1);
   CHECK(u.reclaiming == 1);
-  CHECK(a.drop_reference(1) == 1);
-  CHECK(a.drop_reference(1) == 0);
+  CHECK(a.drop_reference(1, 10).left == 1);
+  CHECK(a.drop_reference(1, 11).left == 0);
   CHECK(a.usage().reclaiming == 2);
   a.finish_reclaim({1, 3});
   u = a.usage();
@@ -84,6 +84,25 @@ TEST_CASE("references, drops and reclaim keep the counts exact") {
   CHECK(u.referenced + u.free + u.reclaiming == u.capacity);
 }
 
+TEST_CASE("the last reference left names the tree that holds it") {
+  ChunkAllocator a({4});
+  CHECK(a.load_reference(0, 3));
+  CHECK(a.load_reference(0, 3));  // one tree may hold two (a restore's live entry and history)
+  CHECK(a.load_reference(0, 9));
+  a.finish_load({});
+  CHECK(a.add_reference(0, 12) == 4);
+  CHECK(a.drop_reference(0, 3).left == 3);
+  CHECK(a.drop_reference(0, 12).left == 2);
+  ChunkAllocator::Dropped d = a.drop_reference(0, 9);
+  CHECK(d.left == 1);
+  CHECK(d.last_referrer == 3);
+  CHECK(a.add_reference(0, 5) == 2);
+  d = a.drop_reference(0, 3);
+  CHECK(d.left == 1);
+  CHECK(d.last_referrer == 5);
+  CHECK(a.drop_reference(0, 5).left == 0);
+}
+
 TEST_CASE("an unused allocation goes back to the reserve") {
   ChunkAllocator a({2});
   a.finish_load({});
@@ -91,7 +110,7 @@ TEST_CASE("an unused allocation goes back to the reserve") {
   a.add_to_reserve(a.take_for_reserve());
   a.finish_refill();
   uint64_t c;
-  REQUIRE(a.allocate(&c, [] {}) == ChunkAllocator::AllocStatus::kOk);
+  REQUIRE(a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kOk);
   CHECK(a.references(c) == 1);
   a.unallocate(c);
   CHECK(a.references(c) == 0);
