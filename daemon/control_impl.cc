@@ -40,6 +40,7 @@ kj::Promise<void> ControlImpl::status(StatusContext context) {
         out.setCluster("none (single node)");
         out.setFrontend(n.frontend);
         out.setNbdSocket(n.nbd_socket);
+        out.setDockerPluginSocket(n.docker_plugin_socket);
         auto pools = out.initPools(static_cast<unsigned>(n.pools.size()));
         for (unsigned i = 0; i < n.pools.size(); ++i) set_pool(pools[i], n.pools[i]);
         out.setVolumes(n.volumes);

@@ -159,6 +159,7 @@ NodeView Node::status() {
   auto frontend = attachments_->preferred_frontend();
   n.frontend = frontend.has_value() ? frontend.value() : "none (" + frontend.error().message() + ")";
   n.nbd_socket = config_.nbd_socket;
+  n.docker_plugin_socket = config_.docker_plugin_socket;
   n.volumes = u.volumes;
   n.snapshots = u.snapshots;
   n.pools.push_back(std::move(u));

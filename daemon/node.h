@@ -59,6 +59,7 @@ struct NodeView {
   uint32_t snapshots = 0;
   std::string frontend;  // what an attach would use now, or why nothing can
   std::string nbd_socket;
+  std::string docker_plugin_socket;
 };
 
 class Node : public nbd::ExportProvider {

@@ -99,6 +99,7 @@ struct NodeStatus {
   volumes @9 :UInt32;
   snapshots @10 :UInt32;
   nbdSocket @11 :Text;         # pxd's NBD unix socket ("" when disabled)
+  dockerPluginSocket @12 :Text;  # the Docker volume plugin's socket ("" when disabled)
 }
 
 interface Control {

@@ -151,6 +151,10 @@ TEST_CASE("the plugin socket is there once pxd is ready, goes with it, and is co
     struct stat st;
     REQUIRE(::stat(socket.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
+    // pxctl status names it.
+    auto status = pxctl(pxd.socket(), {"-j", "status"});
+    REQUIRE(status.exit_code == 0);
+    CHECK(Json::parse(status.out)["docker_plugin_socket"] == socket);
     // A second pxd (own data dir) cannot take the socket over.
     TempDir other;
     PxdProcess second(other.path(), PxdOptions{{"--docker-plugin-socket", socket}, {}, false});

@@ -108,7 +108,7 @@ TEST_CASE("status -j and service pool show -j describe the node and its empty po
   Json status = ok_json(pxd.socket(), {"status"});
   REQUIRE(status.is_object());
   INFO(status.dump());
-  CHECK(status.size() == 12);
+  CHECK(status.size() == 13);
   CHECK(status["node_name"].is_string());
   CHECK(!status["node_name"].get<std::string>().empty());
   CHECK(status["version"].is_string());
@@ -121,6 +121,7 @@ TEST_CASE("status -j and service pool show -j describe the node and its empty po
   CHECK(status["cluster"] == "none (single node)");
   CHECK(status["frontend"].is_string());
   CHECK(status["nbd_socket"] == dir.path() + "/run/nbd.sock");
+  CHECK(status["docker_plugin_socket"].is_null());  // PxdProcess disables the plugin
   CHECK(status["pools"] == pools);
   CHECK(status["volumes"] == 0);
   CHECK(status["snapshots"] == 0);

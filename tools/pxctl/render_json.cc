@@ -76,6 +76,7 @@ Json node_json(proto::NodeStatus::Reader n) {
   out["cluster"] = n.getCluster().cStr();
   out["frontend"] = n.getFrontend().cStr();
   out["nbd_socket"] = text_or_null(n.getNbdSocket());
+  out["docker_plugin_socket"] = text_or_null(n.getDockerPluginSocket());
   Json pools = Json::array();
   for (auto pool : n.getPools()) pools.push_back(pool_json(pool));
   out["pools"] = std::move(pools);

@@ -126,6 +126,7 @@ std::string node_block(proto::NodeStatus::Reader n) {
       {"Cluster", or_dash(n.getCluster())},
       {"Frontend", or_dash(n.getFrontend())},
       {"NBD", or_dash(n.getNbdSocket())},
+      {"Docker", or_dash(n.getDockerPluginSocket())},
       {"Data dir", or_dash(n.getDataDir())},
       {"Volumes", std::to_string(n.getVolumes()) + " volumes, " + std::to_string(n.getSnapshots()) +
                       " snapshots"},
