@@ -287,26 +287,31 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         break;
       }
       case Segment::Action::kIntoPending: {
-        // Like the allocation it joins, complete once the data is in the chunk.
+        // Like the allocation it joins: complete once the data is in the chunk and the
+        // extent's batch is written.
         PendingChange* p = s.entry->pending;
         auto loc = pool_.locate(p->new_chunk);
-        ++req->pending;
+        req->pending += 2;
         ++req->inplace_segments;
+        p->commit_waiters.push_back(req);
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         break;
       }
       case Segment::Action::kAllocate: {
-        // The entry names the new chunk at once, so the write completes (and is readable)
-        // as soon as its data is in the chunk, while its extent is still committing. The
-        // commit is queued first, under the tree lock: a flush, FUA, snapshot or clone
-        // queued after the write completes is ordered after it.
+        // The entry names the new chunk at once, so the data is readable as soon as it is
+        // in the chunk. The extent's batch is queued first, under the tree lock (a flush,
+        // FUA, snapshot or clone queued after the write completes is ordered after it),
+        // and is written while the data is: the write completes when both are done, never
+        // one after the other. Written, not synced: a SIGKILL of pxd cannot lose it (the
+        // WAL is in the kernel's page cache) and the next flush makes it durable.
         auto* p = new_change(PendingChange::Kind::kAllocate, s.chunk_index, gen);
         p->new_chunk = s.new_chunk;
         tree_.add_live(s.chunk_index, LiveEntry{s.new_chunk, gen, false, true, p});
+        req->pending += 2;
+        ++req->inplace_segments;
+        p->commit_waiters.push_back(req);
         queue_commit(p);
         auto loc = pool_.locate(s.new_chunk);
-        ++req->pending;
-        ++req->inplace_segments;
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         changes = true;
         break;
@@ -391,12 +396,11 @@ void ThinVolume::end_change(PendingChange* p) {
 }
 
 ThinVolume::~ThinVolume() {
-  // A first write completes before its extent commits, so a handle can be released while
-  // commits it queued are still to run finalize_change() on this object. Every change
-  // still in flight here is such a commit: copies and unmaps hold their request until
-  // finalize_change() or fail_change() is done with them, and both complete requests
-  // through the ring's queue, with end_change() as their last touch of this object. The
-  // commits were queued before this job, so they have finished once it has run.
+  // finalize_change() and fail_change() complete their requests through the rings' queues,
+  // so a request can complete, and its handle be released, before they have made
+  // end_change() their last touch of this object. Every change still in flight here is in
+  // that window, on the metadata thread, queued before this job: once it has run, they
+  // are done.
   if (changes_in_flight_.load(std::memory_order_acquire) > 0) pool_.writer().run_and_wait([] {});
 }
 
@@ -438,8 +442,8 @@ void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
       tree_.replace_live(it->second, LiveEntry{p->new_chunk, p->birth, shared, !shared, nullptr});
     } else {
       // An allocation names its chunk from the start (and a clone may have marked it
-      // shared since). If its commit failed, writes to it may have completed: the data
-      // stays readable, and the pool, now read-only, fails every flush.
+      // shared since). If its commit failed, the writes into it fail with it; their data
+      // stays readable until restart, and the pool, now read-only, fails every flush.
       it->second.pending = nullptr;
     }
     commit_waiters.swap(p->commit_waiters);

@@ -1,15 +1,17 @@
-// tests/unit/engine/commit_order_test.cc: a first write completes before its extent commits.
+// tests/unit/engine/commit_order_test.cc: a first write completes once its data is in the
+// chunk and its extent's batch is written (not synced); flush and FUA make it durable.
 //
 // A write into a chunk the volume has never written takes a fresh chunk from the reserve
-// and queues the new extent's commit; it completes as soon as its data is in the chunk
-// (doc/engine.md, "Durability and crash safety"). What makes that safe is checked here
-// with the metadata thread held where the test wants it by real kernel mechanisms on the
+// and queues the new extent's batch before issuing the data; it completes when both are
+// done (doc/engine.md, "Durability and crash safety"). That ordering is checked here with
+// the metadata thread held where the test wants it by real kernel mechanisms on the
 // filesystem that holds the metadata store (ext4 on a loop device): fsfreeze stops its
 // writes, and the shutdown ioctl makes them fail, as a dead metadata disk would. The pool
 // file stays on the test's own filesystem, so data writes go on meanwhile.
 //
 // A power loss is simulated as in nbd/multi_conn_test.cc: the metadata filesystem is
 // mounted with commit=600, so a copy of its image holds only what was explicitly synced.
+// (That a kill of the process loses no completed write is engine_crash_test's.)
 // Needs root (loop devices, mount, freeze); skipped otherwise.
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -191,20 +193,16 @@ struct Setup {
   } thaw_on_exit{fs};
 };
 
-// Writes `data` at `offset` of a fresh chunk while the metadata filesystem is frozen, so
-// the extent's commit cannot run. True if the write completed, successfully, within 10 s.
-// If it did not, thaws and lets it finish, so that the test fails cleanly.
-bool write_before_commit(Setup& s, uint64_t offset, const std::vector<uint8_t>& data) {
-  AlignedBuf buf(data.size());
-  std::memcpy(buf.data, data.data(), data.size());
-  Pending write(IoOp::kWrite, offset, data.size(), buf.data);
-  s.vol->submit(*s.ring, &write.req);
-  if (write.wait(*s.ring, 10s)) return write.result == 0;
-  MESSAGE("the write waited for its extent's commit");
-  s.fs.thaw();
-  REQUIRE(write.wait(*s.ring, 60s));
-  return false;
-}
+// A write of `data` at `offset`, submitted while the metadata filesystem is frozen.
+struct FrozenWrite {
+  FrozenWrite(Setup& s, uint64_t offset, const std::vector<uint8_t>& data)
+      : buf(data.size()), write(IoOp::kWrite, offset, data.size(), buf.data) {
+    std::memcpy(buf.data, data.data(), data.size());
+    s.vol->submit(*s.ring, &write.req);
+  }
+  AlignedBuf buf;
+  Pending write;
+};
 
 bool skip_unless_root() {
   if (::geteuid() == 0) return false;
@@ -213,27 +211,27 @@ bool skip_unless_root() {
 }
 
 TEST_CASE(
-    "a first write completes and reads back while its extent cannot commit; a flush "
-    "waits for that commit and makes it durable") {
+    "a first write completes only once its extent's batch is written; a flush makes it "
+    "durable") {
   if (skip_unless_root()) return;
   Setup s;
   const auto data = pattern(8192, 1);
   const uint64_t offset = 5 * kChunk + 8192;
   s.fs.freeze();
-  REQUIRE(write_before_commit(s, offset, data));
+  FrozenWrite w(s, offset, data);
+  // The data is in the chunk soon; the write waits for its extent's batch, which the
+  // frozen filesystem holds back.
+  CHECK_FALSE_MESSAGE(w.write.wait(*s.ring, 500ms), "a first write completed before its extent");
+  s.fs.thaw();
+  REQUIRE(w.write.wait(*s.ring, 60s));
+  REQUIRE(w.write.result == 0);
   CHECK(s.io.read(*s.vol, offset, data.size()) == data);
   CHECK(all_bytes(s.io.read(*s.vol, 5 * kChunk, 8192), 0));
   std::vector<VolumeExtent> map;
   s.vol->map_extents(5 * kChunk, kChunk, map);
   REQUIRE(map.size() == 1);
   CHECK(map[0].allocated);
-  // The extent is still queued behind the frozen filesystem: no flush may finish.
-  Pending flush(IoOp::kFlush, 0, 0, nullptr);
-  s.vol->submit(*s.ring, &flush.req);
-  CHECK_FALSE_MESSAGE(flush.wait(*s.ring, 500ms), "a flush finished before the extent commit");
-  s.fs.thaw();
-  REQUIRE(flush.wait(*s.ring, 60s));
-  CHECK(flush.result == 0);
+  REQUIRE(s.io.flush(*s.vol) == 0);
 
   // The power goes out right after the flush: the extent must be in the store.
   s.lose_power_and_reopen();
@@ -244,23 +242,19 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a commit that fails after its write completed fails every later flush; the write "
-    "is gone after a restart and its chunk is reclaimed") {
+    "a first write whose extent cannot be written fails, and so does every later flush; "
+    "after a restart its chunk is reclaimed") {
   if (skip_unless_root()) return;
   Setup s;
   const auto data = pattern(4096, 2);
   s.fs.shut_down();  // the metadata disk dies: the extent commit below cannot succeed
-  CHECK(s.io.write(*s.vol, 3 * kChunk, data) == 0);
-  // Readable at once, and until the restart (memory keeps the mapping).
-  CHECK(s.io.read(*s.vol, 3 * kChunk, data.size()) == data);
-  // Whatever the timing of the failed commit, no flush succeeds from now on, and the pool
-  // takes no more changes.
+  CHECK(s.io.write(*s.vol, 3 * kChunk, data) == -EIO);
+  // No flush succeeds from now on, and the pool takes no more changes.
   CHECK(s.io.flush(*s.vol) == -EIO);
   CHECK(s.io.flush(*s.vol) == -EIO);
   CHECK(s.io.write(*s.vol, 3 * kChunk, data) == -EIO);
   CHECK(s.io.write(*s.vol, 7 * kChunk, data) == -EIO);
   CHECK(s.io.discard(*s.vol, 3 * kChunk, kChunk) == -EIO);
-  CHECK(s.io.read(*s.vol, 3 * kChunk, data.size()) == data);
   CHECK_FALSE(s.pool->create_snapshot("vol", "snap").has_value());
 
   s.vol.reset();
@@ -278,18 +272,19 @@ TEST_CASE(
   CHECK(s.pool->inspect("snap").has_value() == false);
 }
 
-TEST_CASE("releasing a handle waits for the extent commits of its completed first writes") {
+TEST_CASE("a handle released as its first writes complete closes cleanly") {
   if (skip_unless_root()) return;
   Setup s;
   const auto data = pattern(4096, 3);
   s.fs.freeze();
-  REQUIRE(write_before_commit(s, 2 * kChunk, data));
-  REQUIRE(write_before_commit(s, 9 * kChunk, data));
-  std::shared_ptr<Volume> handle = std::move(s.vol);
-  auto released = std::async(std::launch::async, [&handle] { handle.reset(); });
-  CHECK(released.wait_for(300ms) == std::future_status::timeout);
+  FrozenWrite a(s, 2 * kChunk, data), b(s, 9 * kChunk, data);
+  CHECK_FALSE(a.write.wait(*s.ring, 300ms));
   s.fs.thaw();
-  REQUIRE(released.wait_for(60s) == std::future_status::ready);
+  REQUIRE(a.write.wait(*s.ring, 60s));
+  REQUIRE(b.write.wait(*s.ring, 60s));
+  CHECK(a.write.result == 0);
+  CHECK(b.write.result == 0);
+  s.vol.reset();  // completions may run before the metadata thread is done with the changes
   // Closed for good: the volume can go, and with it every chunk it had.
   CHECK(s.pool->inspect("vol").value().open_handles == 0);
   CHECK(s.pool->usage().used_bytes == 2 * kChunk);
@@ -314,7 +309,8 @@ TEST_CASE(
     clone = true;
   }
   s.fs.freeze();
-  REQUIRE(write_before_commit(s, offset, first));
+  FrozenWrite w(s, offset, first);
+  CHECK_FALSE(w.write.wait(*s.ring, 300ms));
   // The control operation queues its batch behind the extent and waits for it.
   auto taken = std::async(std::launch::async, [&s, clone] {
     return clone ? s.pool->clone("vol", "copy").has_value()
@@ -322,6 +318,8 @@ TEST_CASE(
   });
   CHECK(taken.wait_for(300ms) == std::future_status::timeout);
   s.fs.thaw();
+  REQUIRE(w.write.wait(*s.ring, 60s));
+  CHECK(w.write.result == 0);
   REQUIRE(taken.wait_for(60s) == std::future_status::ready);
   REQUIRE(taken.get());
   // Copy-on-write from now on: the copy keeps the first data.
