@@ -205,6 +205,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.fresh_ops_qd1 = 300;
     p.fresh_ops_qd32 = 1500;
     p.extents = 100000;
+    p.clones = 2;
     p.shm_size = 128 * kMiB;
     p.memory_write = 256 * kMiB;
     p.memory_volume = 16 * kGiB;
@@ -219,6 +220,9 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.chain = {0, 4, 16};
     p.extents = 4096;
     p.snapshot_creates = 20;
+    p.clones = 1;
+    p.clone_writes = 50;
+    p.history_writes = 100;
     p.shm_size = 32 * kMiB;
     p.memory_write = 16 * kMiB;
     p.memory_volume = 1 * kGiB;
@@ -267,7 +271,8 @@ void run_engine(const BenchOptions& options, Report& report) {
   SnapshotTimes small = bench_data_path(p, scratch.path(), report);
   if (p.wants_any({"fill-extents-4k-qd32", "snapcreate-p50", "snapcreate-p99", "inspect-volume-p50",
                    "list-objects", "read-qd1-p99.9-lat-during-snapcreate",
-                   "read-qd1-max-lat-during-snapcreate"}))
+                   "read-qd1-max-lat-during-snapcreate", "read-qd1-p99.9-lat-during-list",
+                   "read-qd1-max-lat-during-list"}))
     bench_large_volume_snapshots(p, scratch.path(), report, small);
   if (p.wants_any({"cpu-randread-4k-qd32", "cpu-overwrite-4k-qd32", "cpu-engine-randread-4k-qd32",
                    "cpu-engine-overwrite-4k-qd32"}))

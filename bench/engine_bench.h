@@ -4,7 +4,8 @@
 //   1. data path: 4 KiB random read / overwrite / fresh-thin write, 1 MiB sequential
 //      write / read, each at queue depth 1 and 32, pxd and raw;
 //   2. random read with 0, 16 and 256 snapshots in the volume's chain;
-//   3. snapshot-create latency on a volume with a million mapped extents;
+//   3. snapshot-create latency on a volume with a million mapped extents, and the time
+//      of listing it with its snapshots and clones (exclusive and shared bytes);
 //   4. CPU time per 4 KiB I/O on a RAM-backed pool (/dev/shm);
 //   5. metadata bytes and memory per GiB of randomly written data.
 #pragma once
@@ -34,6 +35,9 @@ struct EngineParams {
   std::vector<uint32_t> chain = {0, 16, 256};
   uint64_t extents = 1000000;  // section 3
   int snapshot_creates = 200;
+  int clones = 8;                      // of the large volume's snapshots
+  uint64_t clone_writes = 500;         // random 4 KiB writes into each clone
+  uint64_t history_writes = 2000;      // into the large volume after its snapshots
   uint64_t shm_size = 256ULL << 20;    // section 4
   uint64_t memory_write = 1ULL << 30;  // section 5
   uint64_t memory_volume = 64ULL << 30;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,17 +57,15 @@ std::vector<double> time_snapshots(BenchPool& pool, const std::string& volume, i
 }
 
 struct ReadStall {
-  LoadResult during;  // reads while snapshots were being taken
-  LoadResult quiet;   // the same reads, as long, with no snapshots
-  int snapshots = 0;
+  LoadResult during;  // reads while `action` ran
+  LoadResult quiet;   // the same reads, as long, with nothing else running
 };
 
-// Random reads at queue depth 1 on a thread of their own while this thread takes
-// `count` more snapshots, then as long again alone: a control operation that holds the
-// volume's lock shows as a stall of the reads.
-ReadStall measure_read_stall(BenchPool& pool, VolumeTarget& volume, int first, int count) {
+// Random reads at queue depth 1 on a thread of their own while this thread runs
+// `action`, then as long again alone: a control operation that holds the volume's lock
+// shows as a stall of the reads.
+ReadStall measure_read_stall(VolumeTarget& volume, const std::function<void()>& action) {
   ReadStall stall;
-  stall.snapshots = count;
   std::atomic<bool> stop{false};
   LoadSpec reads;
   reads.record_latencies = true;
@@ -74,7 +73,7 @@ ReadStall measure_read_stall(BenchPool& pool, VolumeTarget& volume, int first, i
   std::exception_ptr reader_error;
   std::thread reader([&] {
     try {
-      stall.during = run_load_checked(volume, reads, "reads during snapshots");
+      stall.during = run_load_checked(volume, reads, "reads during a control operation");
     } catch (...) {
       reader_error = std::current_exception();
     }
@@ -82,7 +81,7 @@ ReadStall measure_read_stall(BenchPool& pool, VolumeTarget& volume, int first, i
   std::exception_ptr error;
   try {
     ::usleep(10000);  // let the reader start
-    time_snapshots(pool, "big", first, count);
+    action();
   } catch (...) {
     error = std::current_exception();
   }
@@ -96,20 +95,65 @@ ReadStall measure_read_stall(BenchPool& pool, VolumeTarget& volume, int first, i
   return stall;
 }
 
+void add_stall_rows(Report& report, const std::string& what, const ReadStall& stall,
+                    const nlohmann::ordered_json& extra) {
+  for (double pct : {99.9, 100.0}) {
+    Row row =
+        pxd_row(std::string("read-qd1-") + (pct == 100 ? "max" : "p99.9") + "-lat-during-" + what,
+                percentile(stall.during.latencies_us, pct), "us");
+    row.baseline = percentile(stall.quiet.latencies_us, pct);
+    row.baseline_name = "pxd-quiet";
+    row.extra["reads"] = stall.during.ops;
+    for (const auto& [k, v] : extra.items()) row.extra[k] = v;
+    report.add(row);
+  }
+}
+
+// Clones of some of the large volume's snapshots, each written a little (so that its
+// copies unshare chunks of the source), then a few thousand copy-on-write overwrites of
+// the large volume (history the snapshots see): the listing then has volumes, clones and
+// snapshots with exclusive and shared bytes of every kind.
+void add_clones_and_history(const EngineParams& p, BenchPool& pool, VolumeTarget& volume,
+                            int snapshots) {
+  for (int i = 0; i < p.clones; ++i) {
+    std::string snap = "big-snap-" + std::to_string(i * snapshots / std::max(1, p.clones));
+    std::string name = "big-clone-" + std::to_string(i);
+    progress("engine: " + name + " of " + snap);
+    check(pool->clone(snap, name), "clone");
+    VolumeTarget clone(check(pool->open_volume(name), "open clone"));
+    LoadSpec w;
+    w.op = IoOp::kWrite;
+    w.queue_depth = 8;
+    w.max_ops = p.clone_writes;
+    w.seed = 77 + i;
+    run_load_checked(clone, w, "write into " + name);
+    throw_if_interrupted();
+  }
+  LoadSpec w;
+  w.op = IoOp::kWrite;
+  w.queue_depth = 8;
+  w.max_ops = p.history_writes;
+  run_load_checked(volume, w, "overwrite the large volume after its snapshots");
+}
+
 }  // namespace
 
 // Section 3. One 4 KiB write per chunk maps one extent per chunk, so a million extents
 // cost 4 GiB of data rather than a TiB. That data goes to /dev/shm (see bench_pool.h); the
 // metadata, which is what a snapshot writes, stays on the measured filesystem. The peer
-// is one durable append (write + fdatasync) to a file there: what a snapshot's synced
-// metadata batch cannot beat.
+// of a snapshot is one durable append (write + fdatasync) to a file there: what a
+// snapshot's synced metadata batch cannot beat. The peer of a listing (exclusive and
+// shared bytes of every object) is Pool::list_recounted(), which walks every tree's
+// extents for them as list() did before the counts were kept (doc/engine.md).
 void bench_large_volume_snapshots(const EngineParams& p, const std::string& scratch, Report& report,
                                   const SnapshotTimes& small) {
   const uint64_t chunk = kDefaultChunkSize;
   const uint64_t volume_bytes = p.extents * chunk;
+  // Room for the clones' and the volume's copies, beside the volume itself.
+  const uint64_t copies = p.clones * p.clone_writes + p.history_writes;
   ScratchDir meta(scratch, "extents-");
   ScratchDir data(ram_dir(scratch), "pxbench-extents-");
-  BenchPool pool(meta.path(), volume_bytes + 64 * kMiB, chunk, data.path());
+  BenchPool pool(meta.path(), volume_bytes + copies * chunk + 64 * kMiB, chunk, data.path());
   VolumeTarget volume(pool.create_volume("big", volume_bytes));
 
   LoadSpec fill;
@@ -129,20 +173,46 @@ void bench_large_volume_snapshots(const EngineParams& p, const std::string& scra
 
   progress("engine: " + std::to_string(p.snapshot_creates) + " snapshots of the large volume");
   std::vector<double> create_ms = time_snapshots(pool, "big", 0, p.snapshot_creates);
+  const int stall_snapshots = std::max(5, p.snapshot_creates / 10);
+  ReadStall snap_stall = measure_read_stall(
+      volume, [&] { time_snapshots(pool, "big", p.snapshot_creates, stall_snapshots); });
+  std::vector<double> append_ms = durable_append_ms(scratch, p.snapshot_creates);
+  add_clones_and_history(p, pool, volume, p.snapshot_creates);
+
   // Where the time goes: inspect() builds the same ObjectInfo create_snapshot() returns, and
   // list() one for each volume and snapshot.
+  PoolUsage listed = pool->usage();
+  progress("engine: listing " + std::to_string(listed.volumes + listed.snapshots) +
+           " objects over " + std::to_string(listed.mapped_extents) + " extents");
   std::vector<double> inspect_ms;
   for (int i = 0; i < 5; ++i) {
     double t0 = now_seconds();
     check(pool->inspect("big"), "inspect");
     inspect_ms.push_back(elapsed_ms(t0));
   }
-  double list_start = now_seconds();
-  size_t objects = pool->list().size();
-  double list_ms = elapsed_ms(list_start);
-  ReadStall stall =
-      measure_read_stall(pool, volume, p.snapshot_creates, std::max(5, p.snapshot_creates / 10));
-  std::vector<double> append_ms = durable_append_ms(scratch, p.snapshot_creates);
+  std::vector<double> list_ms;
+  size_t objects = 0;
+  for (int i = 0; i < 5; ++i) {
+    double t0 = now_seconds();
+    std::vector<ObjectInfo> counted = pool->list();
+    list_ms.push_back(elapsed_ms(t0));
+    objects = counted.size();
+  }
+  std::vector<ObjectInfo> walked;
+  double walk_start = now_seconds();
+  ReadStall list_stall = measure_read_stall(volume, [&] { walked = pool->list_recounted(); });
+  double walk_ms = elapsed_ms(walk_start);
+  std::vector<ObjectInfo> counted = pool->list();
+  for (size_t i = 0; i < counted.size(); ++i) {
+    if (i >= walked.size() || counted[i].exclusive_bytes != walked[i].exclusive_bytes ||
+        counted[i].shared_bytes != walked[i].shared_bytes)
+      throw BenchError("list() and list_recounted() disagree on " + counted[i].name);
+  }
+  // The same reads while list() runs again and again, for as long as the walk took.
+  ReadStall counted_stall = measure_read_stall(volume, [&] {
+    double until = now_seconds() + list_stall.during.seconds;
+    while (now_seconds() < until) pool->list();
+  });
 
   for (double pct : {50.0, 99.0}) {
     if (small.mapped_extents == 0) break;  // --only skipped the snapshot chain
@@ -165,24 +235,25 @@ void bench_large_volume_snapshots(const EngineParams& p, const std::string& scra
     row.extra["max_ms"] = percentile(create_ms, 100);
     report.add(row);
   }
+  nlohmann::ordered_json shape = {{"objects", objects},
+                                  {"snapshots", listed.snapshots},
+                                  {"mapped_extents", listed.mapped_extents}};
   Row inspect = pxd_row("inspect-volume-p50", percentile(inspect_ms, 50), "ms");
-  inspect.extra["mapped_extents"] = u.mapped_extents;
+  inspect.extra = shape;
   report.add(inspect);
-  Row list = pxd_row("list-objects", list_ms, "ms");
-  list.extra["objects"] = objects;
-  list.extra["mapped_extents"] = u.mapped_extents;
+  Row list = pxd_row("list-objects", percentile(list_ms, 50), "ms");
+  list.baseline = walk_ms;
+  list.baseline_name = "walk-extents";
+  list.extra = shape;
+  list.extra["max_ms"] = percentile(list_ms, 100);
   report.add(list);
-  for (double pct : {99.9, 100.0}) {
-    Row row = pxd_row(
-        pct == 100 ? "read-qd1-max-lat-during-snapcreate" : "read-qd1-p99.9-lat-during-snapcreate",
-        percentile(stall.during.latencies_us, pct), "us");
-    row.baseline = percentile(stall.quiet.latencies_us, pct);
-    row.baseline_name = "pxd-no-snapshots";
-    row.extra["reads"] = stall.during.ops;
-    row.extra["snapshots"] = stall.snapshots;
-    row.extra["mapped_extents"] = u.mapped_extents;
-    report.add(row);
-  }
+  add_stall_rows(report, "snapcreate", snap_stall,
+                 {{"snapshots", stall_snapshots}, {"mapped_extents", u.mapped_extents}});
+  // Against the quiet reads; the walk's figures are in the extra fields.
+  nlohmann::ordered_json list_extra = shape;
+  list_extra["walk_p99.9_us"] = percentile(list_stall.during.latencies_us, 99.9);
+  list_extra["walk_max_us"] = percentile(list_stall.during.latencies_us, 100);
+  add_stall_rows(report, "list", counted_stall, list_extra);
 }
 
 // Section 4. getrusage counts every thread of the process (the metadata thread, RocksDB's,
