@@ -1,5 +1,6 @@
 #include "engine/meta_writer.h"
 
+#include <algorithm>
 #include <future>
 
 #include "common/log.h"
@@ -7,6 +8,7 @@
 namespace pxd {
 
 MetaWriter::MetaWriter(metadb::MetaStore* store) : store_(store) {
+  syncer_ = std::thread([this] { sync_loop(); });
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -16,7 +18,15 @@ MetaWriter::~MetaWriter() {
     stopping_ = true;
   }
   cv_.notify_all();
+  // The writer stops once its queue is empty and the syncer idle (a callback on the
+  // syncer may still queue work); then the syncer has nothing left to wait for.
   thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    writer_done_ = true;
+  }
+  sync_cv_.notify_all();
+  syncer_.join();
 }
 
 uint64_t MetaWriter::commit(metadb::MetaBatch batch, bool sync, Done done) {
@@ -63,22 +73,36 @@ void MetaWriter::run_and_wait(std::function<void()> fn) {
   auto future = promise.get_future();
   run([&] {
     fn();
-    promise.set_value();
+    // Behind every hand-off made so far: returns once their callbacks have run. It asks
+    // for nothing to be durable itself.
+    std::lock_guard<std::mutex> lock(mu_);
+    handoffs_.push_back(Handoff{0, [&promise](const Status&) { promise.set_value(); }});
+    sync_cv_.notify_one();
   });
   future.get();
 }
 
-Status MetaWriter::write_on_thread(metadb::MetaBatch& batch, bool sync) {
+Status MetaWriter::write_on_thread(metadb::MetaBatch& batch) {
   Status status = health();
   if (!status.is_ok()) return status;
-  status = store_->write(batch, sync);
+  status = store_->write(batch, false);
   std::lock_guard<std::mutex> lock(mu_);
   if (!status.is_ok()) {
-    failure_ = status;
-  } else if (sync) {
-    durable_ = committed_;
+    if (failure_.is_ok()) failure_ = status;
+  } else {
+    ++written_;
   }
   return status;
+}
+
+void MetaWriter::after_durable(Done done) {
+  hand_off(std::move(done));
+}
+
+void MetaWriter::hand_off(Done done) {
+  std::lock_guard<std::mutex> lock(mu_);
+  handoffs_.push_back(Handoff{written_, std::move(done)});
+  sync_cv_.notify_one();
 }
 
 uint64_t MetaWriter::queued_sequence() const {
@@ -101,34 +125,34 @@ Status MetaWriter::health() const {
   return failure_;
 }
 
-// Writes items [0, end), all commits, as one batch; syncs if any of them asked to.
+// Writes items [0, end), all commits, as one batch, unsynced; those that asked for a sync
+// are handed to the syncer.
 void MetaWriter::write_group(std::deque<Item>& items, size_t end) {
   metadb::MetaBatch group;
-  bool sync = false;
   uint64_t last = 0;
   for (size_t i = 0; i < end; ++i) {
     group.append(std::move(items[i].batch));
-    sync = sync || items[i].sync;
     last = items[i].sequence;
   }
-  Status status;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    status = failure_;
-  }
+  Status status = health();
   if (status.is_ok()) {
-    status = store_->write(group, sync);
+    status = store_->write(group, false);
     std::lock_guard<std::mutex> lock(mu_);
     if (status.is_ok()) {
       committed_ = last;
-      if (sync) durable_ = last;
-    } else {
+      ++written_;
+    } else if (failure_.is_ok()) {
       failure_ = status;
       PXD_LOG(kError) << "metadata write failed, pool is now read-only: " << status;
     }
   }
   for (size_t i = 0; i < end; ++i) {
-    if (items[i].done) items[i].done(status);
+    if (!items[i].done) continue;
+    if (items[i].sync && status.is_ok()) {
+      hand_off(std::move(items[i].done));
+    } else {
+      items[i].done(status);
+    }
   }
 }
 
@@ -137,8 +161,9 @@ void MetaWriter::loop() {
     std::deque<Item> items;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty() && stopping_) return;
+      auto idle = [&] { return queue_.empty() && handoffs_.empty() && !syncing_; };
+      cv_.wait(lock, [&] { return !queue_.empty() || (stopping_ && idle()); });
+      if (queue_.empty()) return;  // stopping, and nothing can queue more
       items.swap(queue_);
     }
     while (!items.empty()) {
@@ -153,27 +178,49 @@ void MetaWriter::loop() {
       items.pop_front();
       if (item.kind == Kind::kRun) {
         item.fn();
-        continue;
+      } else {
+        // kSync: everything written so far, which is everything queued before it.
+        hand_off(std::move(item.done));
       }
-      // kSync: durable up to everything committed so far.
-      Status status;
-      uint64_t target;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        status = failure_;
-        target = committed_;
-      }
-      if (status.is_ok() && durable_sequence() < target) {
-        status = store_->sync();
-        std::lock_guard<std::mutex> lock(mu_);
-        if (status.is_ok()) {
-          durable_ = target;
-        } else {
-          failure_ = status;
-        }
-      }
-      item.done(status);
     }
+  }
+}
+
+void MetaWriter::sync_loop() {
+  for (;;) {
+    std::deque<Handoff> work;
+    Status status;
+    bool needed = false;
+    uint64_t sequence = 0, written = 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      sync_cv_.wait(lock, [&] { return writer_done_ || !handoffs_.empty(); });
+      if (handoffs_.empty()) return;  // the writer has stopped
+      work.swap(handoffs_);
+      syncing_ = true;
+      for (const Handoff& h : work) needed = needed || h.written > written_durable_;
+      status = failure_;
+      // Everything counted here was written before the sync below starts: it covers them.
+      sequence = committed_;
+      written = written_;
+    }
+    if (status.is_ok() && needed) {
+      status = store_->sync();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (status.is_ok()) {
+        durable_ = std::max(durable_, sequence);
+        written_durable_ = std::max(written_durable_, written);
+      } else if (failure_.is_ok()) {
+        failure_ = status;
+        PXD_LOG(kError) << "metadata sync failed, pool is now read-only: " << status;
+      }
+    }
+    for (Handoff& h : work) h.done(status);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      syncing_ = false;
+    }
+    cv_.notify_all();  // a stopping writer waits for the syncer to be idle
   }
 }
 

@@ -1,16 +1,30 @@
-// engine/meta_writer.h: the metadata thread.
+// engine/meta_writer.h: the metadata thread, and its sync thread.
 //
-// All writes to the metadata store happen on this one thread, in the order they were
-// queued. Batches queued while a write is running are grouped into the next RocksDB
-// write (group commit); a sync request makes every earlier write durable with one WAL
-// sync. Blocking maintenance (reserve refill, reclaim) also runs here, in queue order, so
-// the I/O threads never block on the store.
+// All writes to the metadata store happen on one thread, the *writer*, in the order they
+// were queued. Batches queued while a write is running are grouped into the next RocksDB
+// write (group commit). Blocking maintenance (reserve refill, reclaim) also runs there, in
+// queue order, so the I/O threads never block on the store.
 //
-// Completion callbacks run on the metadata thread; code that must continue on a ring
-// thread posts there (IoRing::post). After a failed write the writer is *failed*: every
-// later commit fails with the same status, because memory and disk may disagree.
+// The writer never syncs: making writes durable (a WAL sync, tens of ms on a busy
+// filesystem) is the *syncer* thread's, so that writes go on while a sync runs. When a
+// queued item needs durability (a commit with `sync`, a sync(), a run() job's
+// after_durable()), the writer writes what comes before it and hands the syncer "durable up
+// to here, then run this". The syncer takes every hand-off waiting, syncs once if any of
+// them is not durable yet, and runs their callbacks in hand-off order. (One run() job
+// still syncs on the writer: the reclaimer, before it zeroes freed chunks; see
+// PoolState.)
 //
-// Thread safety: every public method may be called from any thread.
+// Callbacks: done(status) of a commit without sync runs on the writer, right after its
+// write; every other callback (commits with sync, sync(), after_durable()) runs on the
+// syncer, once durable. Code that must continue on a ring thread posts there
+// (IoRing::post). After a failed write or sync the writer is *failed*: every later commit
+// and sync fails with the same status, because memory and disk may disagree.
+//
+// Ordering: queued >= committed >= durable, each only grows. A callback on the syncer
+// sees everything queued before its item written and durable (or the failure).
+//
+// Thread safety: every public method may be called from any thread unless it says
+// otherwise.
 #pragma once
 
 #include <condition_variable>
@@ -31,29 +45,37 @@ class MetaWriter {
   using Done = std::function<void(const Status&)>;
 
   explicit MetaWriter(metadb::MetaStore* store);
-  // Drains the queue, then stops the thread.
+  // Drains the queue and every callback waiting for a sync, then stops both threads.
   ~MetaWriter();
 
   // Queues `batch`. Returns its commit sequence number (1, 2, ...). done(status) runs once
-  // the batch is written (and synced, if `sync`).
+  // the batch is written (on the writer) or, if `sync`, written and durable (on the syncer).
   uint64_t commit(metadb::MetaBatch batch, bool sync, Done done);
-  // done runs once every commit queued before this call is durable.
+  // done runs (on the syncer) once every commit queued before this call is durable.
   void sync(Done done);
-  // Runs fn on the metadata thread after everything queued before it.
+  // Runs fn on the writer after everything queued before it has been written.
   void run(std::function<void()> fn);
 
-  // Writes `batch` at once. REQUIRES: called on the metadata thread (from a run() job), so
-  // it is ordered with queued commits. Updates the failure state like a commit.
-  Status write_on_thread(metadb::MetaBatch& batch, bool sync);
+  // Writes `batch` at once, without syncing. REQUIRES: called on the writer (from a run()
+  // job), so it is ordered with queued commits. Updates the failure state like a commit.
+  Status write_on_thread(metadb::MetaBatch& batch);
+  // Runs done(status) on the syncer once everything written so far (commits and
+  // write_on_thread() alike) is durable, after the callbacks handed over before it.
+  // REQUIRES: called on the writer (from a run() job).
+  void after_durable(Done done);
 
   // Queues `batch` now and returns a future for its status. Control operations call it
   // while holding the tree lock, so that their batch is ordered before any I/O commit
   // that already depends on the in-memory change, and wait after releasing the lock.
   std::future<Status> commit_later(metadb::MetaBatch batch, bool sync);
 
-  // Blocking forms for the control path (never call from a ring thread).
+  // Blocking forms for the control path (never call from a ring thread or either of this
+  // object's threads).
   Status commit_and_wait(metadb::MetaBatch batch, bool sync);
   Status sync_and_wait();
+  // Runs fn on the writer after everything queued before it, and returns once fn has run
+  // and every callback of what was queued before it, including those waiting for a sync
+  // (a refill's), has run.
   void run_and_wait(std::function<void()> fn);
 
   // Highest sequence number queued, written, and durable. queued >= committed >= durable.
@@ -73,18 +95,34 @@ class MetaWriter {
     Done done;
     std::function<void()> fn;
   };
+  // A callback for the syncer: runs once writes up to `written` (a count of store writes)
+  // are durable.
+  struct Handoff {
+    uint64_t written;
+    Done done;
+  };
   void loop();
+  void sync_loop();
   void write_group(std::deque<Item>& items, size_t end);
+  void hand_off(Done done);  // REQUIRES: on the writer
 
   metadb::MetaStore* store_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Item> queue_;      // GUARDED_BY(mu_)
-  uint64_t next_sequence_ = 1;  // GUARDED_BY(mu_)
-  uint64_t committed_ = 0;      // GUARDED_BY(mu_)
-  uint64_t durable_ = 0;        // GUARDED_BY(mu_)
-  Status failure_;              // GUARDED_BY(mu_)
-  bool stopping_ = false;       // GUARDED_BY(mu_)
+  std::condition_variable cv_;       // the writer waits for queue_
+  std::condition_variable sync_cv_;  // the syncer waits for handoffs_
+  std::deque<Item> queue_;           // GUARDED_BY(mu_)
+  std::deque<Handoff> handoffs_;     // GUARDED_BY(mu_)
+  uint64_t next_sequence_ = 1;       // GUARDED_BY(mu_)
+  uint64_t committed_ = 0;           // GUARDED_BY(mu_)
+  uint64_t durable_ = 0;             // GUARDED_BY(mu_)
+  // Successful store writes by the writer, and how many of them a sync has covered.
+  uint64_t written_ = 0;          // GUARDED_BY(mu_)
+  uint64_t written_durable_ = 0;  // GUARDED_BY(mu_)
+  Status failure_;                // GUARDED_BY(mu_)
+  bool stopping_ = false;         // GUARDED_BY(mu_)
+  bool syncing_ = false;          // GUARDED_BY(mu_): the syncer holds hand-offs
+  bool writer_done_ = false;      // GUARDED_BY(mu_): no more hand-offs will come
+  std::thread syncer_;
   std::thread thread_;
 };
 

@@ -209,7 +209,7 @@ void PoolState::reclaim_on_thread() {
   if (status.is_ok()) {
     metadb::MetaBatch batch;
     for (uint64_t c : ready) batch.delete_dirty(c);
-    status = writer_->write_on_thread(batch, false);
+    status = writer_->write_on_thread(batch);
   }
   if (!status.is_ok()) {
     // They stay dirty on disk and are zeroed at the next open; not free until then.
@@ -226,20 +226,31 @@ void PoolState::request_refill() {
 
 void PoolState::refill_on_thread() {
   std::vector<uint64_t> chunks = allocator_->take_for_reserve();
-  if (!chunks.empty()) {
-    // Persist them as dirty before any data can land in them: a crash before their maps
-    // commit then finds them dirty and zeroes them at open.
-    metadb::MetaBatch batch;
-    for (uint64_t c : chunks) batch.put_dirty(c);
-    Status status = writer_->write_on_thread(batch, true);
-    if (status.is_ok()) {
+  if (chunks.empty()) {
+    allocator_->finish_refill();
+    return;
+  }
+  // Persist them as dirty before any data can land in them: a crash before their maps
+  // commit then finds them dirty and zeroes them at open. Written here, in queue order,
+  // but synced by the syncer, so that commits queued behind this go on meanwhile; the
+  // chunks become allocatable only once the sync covers their records.
+  metadb::MetaBatch batch;
+  for (uint64_t c : chunks) batch.put_dirty(c);
+  Status status = writer_->write_on_thread(batch);
+  if (!status.is_ok()) {
+    allocator_->return_free(chunks);
+    allocator_->finish_refill();
+    return;
+  }
+  writer_->after_durable([this, chunks = std::move(chunks)](const Status& s) {
+    if (s.is_ok()) {
       preallocate(chunks);
       allocator_->add_to_reserve(chunks);
     } else {
       allocator_->return_free(chunks);
     }
-  }
-  allocator_->finish_refill();
+    allocator_->finish_refill();
+  });
 }
 
 Status PoolState::reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced) {

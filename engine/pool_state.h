@@ -101,7 +101,8 @@ class PoolState {
   Status reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced);
   // Gives the filesystem back the space preallocated for chunks that were never written
   // (the reserve at a clean close). They read as zeros before and after. REQUIRES: on
-  // the metadata thread (a run() job), like preallocation.
+  // the metadata thread (a run() job), with no refill waiting for its sync (after a
+  // run_and_wait()), since preallocation runs on the sync thread.
   void release_preallocation(const std::vector<uint64_t>& chunks);
 
  private:
@@ -112,7 +113,8 @@ class PoolState {
   Status for_each_run(std::vector<uint64_t> chunks,
                       const std::function<Status(PoolDevice&, uint64_t, uint64_t)>& fn);
   Status zero_chunks_durably(const std::vector<uint64_t>& chunks);
-  // Preallocates the files' space of chunks entering the reserve (metadata thread).
+  // Preallocates the files' space of chunks entering the reserve (on the metadata sync
+  // thread, once their dirty records are durable).
   void preallocate(const std::vector<uint64_t>& chunks);
   void note_unshared(uint64_t tree, uint64_t chunk_index, uint64_t pool_chunk);
 
@@ -145,7 +147,7 @@ class PoolState {
   std::vector<std::pair<uint64_t, uint64_t>> limbo_;  // GUARDED_BY(limbo_mu_): (tag, chunk)
   std::atomic<uint64_t> limbo_count_{0};
   std::atomic<bool> reclaim_scheduled_{false};
-  bool preallocate_failed_ = false;  // metadata thread only
+  bool preallocate_failed_ = false;  // metadata sync thread only
 
   // Last: its thread runs jobs that use everything above, and stops first.
   std::unique_ptr<MetaWriter> writer_;

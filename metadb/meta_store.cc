@@ -24,6 +24,7 @@
 #include "metadb/info_log.h"
 #include "metadb/records.h"
 #include "metadb/store_lock.h"
+#include "metadb/sync_gate.h"
 
 namespace pxd::metadb {
 namespace {
@@ -232,6 +233,10 @@ void MetaBatch::clear() {
 struct MetaStore::Rep {
   // Declared before db so that it is destroyed after it: see store_lock.h.
   StoreLock lock;
+  // RocksDB's file system and the gate that orders writes and syncs (sync_gate.h):
+  // declared before db, which uses them until it is gone.
+  std::shared_ptr<SyncGate> gate;
+  std::unique_ptr<rocksdb::Env> env;
   std::unique_ptr<rocksdb::DB> db;
 
   // Serializes the writes that change the cached pool or next id, so the cache ends in the
@@ -258,8 +263,9 @@ struct MetaStore::Rep {
     return s;
   }
 
-  Rep(StoreLock l, std::unique_ptr<rocksdb::DB> d, StoreState state)
-      : lock(std::move(l)), db(std::move(d)) {
+  Rep(StoreLock l, std::shared_ptr<SyncGate> g, std::unique_ptr<rocksdb::Env> e,
+      std::unique_ptr<rocksdb::DB> d, StoreState state)
+      : lock(std::move(l)), gate(std::move(g)), env(std::move(e)), db(std::move(d)) {
     pool_versions.push_back(std::move(state.pool));
     pool.store(&pool_versions.back());
     next_id.store(state.next_id);
@@ -301,7 +307,10 @@ Result<std::unique_ptr<MetaStore>> MetaStore::create(const std::string& dir, con
   // Checked again under the lock: a concurrent create() may have finished meanwhile.
   if (path_exists(current)) return already_exists("a metadata store already exists at " + dir);
 
+  auto gate = std::make_shared<SyncGate>();
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(gate->file_system());
   rocksdb::Options opt = make_options(options);
+  opt.env = env.get();
   opt.info_log = InfoLog::open(dir, kOldInfoLogs);
   opt.create_if_missing = true;
   opt.error_if_exists = true;
@@ -320,7 +329,8 @@ Result<std::unique_ptr<MetaStore>> MetaStore::create(const std::string& dir, con
   s = db->Write(wo, &batch);
   if (!s.ok()) return from_rocksdb(s, "initialize metadata store at " + dir);
 
-  auto rep = std::make_unique<Rep>(std::move(lock), std::move(db), StoreState{pool, 1});
+  auto rep = std::make_unique<Rep>(std::move(lock), std::move(gate), std::move(env), std::move(db),
+                                   StoreState{pool, 1});
   return std::unique_ptr<MetaStore>(new MetaStore(dir, std::move(rep)));
 }
 
@@ -351,7 +361,10 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir,
     if (state.has_error()) return state.error().with_context(dir);
   }
 
+  auto gate = std::make_shared<SyncGate>();
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(gate->file_system());
   rocksdb::Options opt = make_options(options);
+  opt.env = env.get();
   opt.info_log = InfoLog::open(dir, kOldInfoLogs);
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(opt, dir, &raw);
@@ -370,7 +383,8 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir,
   Result<StoreState> state = load_state(db.get());
   if (state.has_error()) return state.error().with_context(dir);
 
-  auto rep = std::make_unique<Rep>(std::move(lock), std::move(db), std::move(state).value());
+  auto rep = std::make_unique<Rep>(std::move(lock), std::move(gate), std::move(env), std::move(db),
+                                   std::move(state).value());
   return std::unique_ptr<MetaStore>(new MetaStore(dir, std::move(rep)));
 }
 
@@ -384,8 +398,14 @@ Status MetaStore::write(MetaBatch& batch, bool sync) {
   PXD_RETURN_IF_ERROR(rep_->failed());
   std::unique_lock<std::mutex> cache_lock(rep_->cache_mu, std::defer_lock);
   if (b.pool || b.next_id) cache_lock.lock();
+  rep_->gate->begin_write();
   rocksdb::Status s = rep_->db->Write(wo, &b.batch);
-  if (!s.ok()) return rep_->fail(from_rocksdb(s, "metadata write"));
+  if (!s.ok()) {
+    Status failed = rep_->fail(from_rocksdb(s, "metadata write"));
+    rep_->gate->end_write();  // after the latch: a sync waiting for it must see the failure
+    return failed;
+  }
+  rep_->gate->end_write();
   if (b.pool) {
     rep_->pool_versions.push_back(*b.pool);
     rep_->pool.store(&rep_->pool_versions.back(), std::memory_order_release);
@@ -395,10 +415,15 @@ Status MetaStore::write(MetaBatch& batch, bool sync) {
 }
 
 Status MetaStore::sync() {
-  PXD_RETURN_IF_ERROR(rep_->failed());
-  rocksdb::Status s = rep_->db->FlushWAL(/*sync=*/true);
-  if (!s.ok()) return rep_->fail(from_rocksdb(s, "metadata sync"));
-  return Status::ok();
+  rep_->gate->begin_sync();
+  // Checked once no write is inside RocksDB: none can have failed unseen (sync_gate.h).
+  Status status = rep_->failed();
+  if (status.is_ok()) {
+    rocksdb::Status s = rep_->db->FlushWAL(/*sync=*/true);
+    if (!s.ok()) status = rep_->fail(from_rocksdb(s, "metadata sync"));
+  }
+  rep_->gate->end_sync();
+  return status;
 }
 
 const PoolRecord& MetaStore::pool() const {

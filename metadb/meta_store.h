@@ -11,7 +11,9 @@
 // stable storage until a later sync() or a write with sync=true returns.
 //
 // Thread safety: MetaStore is safe to call from any thread; writes are applied in the
-// order their write() calls return. MetaBatch is a value owned by one thread at a time.
+// order their write() calls return. A sync() may run while another thread writes: the
+// writes go on meanwhile (sync_gate.h says how a failure on either side stays safe).
+// MetaBatch is a value owned by one thread at a time.
 #pragma once
 
 #include <cstdint>

@@ -12,6 +12,10 @@
 // A power loss is simulated as in nbd/multi_conn_test.cc: the metadata filesystem is
 // mounted with commit=600, so a copy of its image holds only what was explicitly synced.
 // (That a kill of the process loses no completed write is engine_crash_test's.)
+//
+// The metadata thread writes while its sync thread waits for the disk: shown with the
+// store on a filesystem whose loop device's backing file is on a second, frozen one, so
+// that writes into the page cache go on and every sync blocks.
 // Needs root (loop devices, mount, freeze); skipped otherwise.
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -29,7 +33,9 @@
 
 #include "common/units.h"
 #include "engine/io_ring.h"
+#include "engine/meta_writer.h"
 #include "engine/pool.h"
+#include "metadb/meta_store.h"
 #include "tests/integration/process.h"
 #include "tests/support/pool_fixture.h"
 #include "tests/support/sync_io.h"
@@ -399,6 +405,69 @@ TEST_CASE("a clone taken while a copy-on-write is queued keeps what it saw") {
   wait_for_reclaim(*s.pool);
   PoolUsage u = s.pool->usage();
   CHECK(u.used_bytes + u.free_bytes + u.reclaiming_bytes == u.capacity_bytes);
+}
+
+TEST_CASE("the metadata thread writes commits and runs their callbacks while a sync waits") {
+  if (skip_unless_root()) return;
+  TempDir dir;
+  // The store's filesystem lives in a file on `outer`: freezing `outer` stops the inner
+  // filesystem's writes to its device (so every sync), not writes into its page cache.
+  MetaFs outer(dir / "outer.img", dir / "outer");
+  MetaFs inner(dir / "outer/inner.img", dir / "inner");
+  metadb::PoolRecord record;
+  record.uuid = "00000000-0000-4000-8000-000000000001";
+  record.chunk_size = kChunk;
+  auto created = metadb::MetaStore::create(dir / "inner/meta", record);
+  REQUIRE_MESSAGE(created.has_value(), created.error().to_string());
+  std::unique_ptr<metadb::MetaStore> store = std::move(created).value();
+  struct ThawOnExit {
+    MetaFs& fs;
+    ~ThawOnExit() { fs.thaw(); }
+  };
+  // What the writer's callbacks touch outlives it, even when a check fails midway.
+  std::promise<Status> synced;
+  bool ran = false;
+  auto writer = std::make_unique<MetaWriter>(store.get());
+  ThawOnExit thaw_on_exit{outer};  // destroyed before the writer, which waits for its syncs
+  auto dirty = [](uint64_t chunk) {
+    metadb::MetaBatch b;
+    b.put_dirty(chunk);
+    return b;
+  };
+  REQUIRE(writer->commit_and_wait(dirty(1), false).is_ok());
+  REQUIRE(writer->durable_sequence() == 0);
+
+  outer.freeze();
+  writer->sync([&synced](const Status& s) { synced.set_value(s); });
+  auto sync_done = synced.get_future();
+  CHECK(sync_done.wait_for(300ms) == std::future_status::timeout);
+
+  // Written, and called back, while the sync is stuck.
+  auto written = writer->commit_later(dirty(2), false);
+  REQUIRE_MESSAGE(written.wait_for(20s) == std::future_status::ready, "a commit waited for a sync");
+  CHECK(written.get().is_ok());
+  CHECK(writer->committed_sequence() == 2);
+  CHECK(writer->durable_sequence() == 0);
+  CHECK(sync_done.wait_for(0s) == std::future_status::timeout);
+  // One that asked to be durable waits for a sync, like a flush.
+  auto durable = writer->commit_later(dirty(3), true);
+  CHECK(durable.wait_for(300ms) == std::future_status::timeout);
+  writer->run([&ran] { ran = true; });
+  auto later = writer->commit_later(dirty(4), false);
+  REQUIRE(later.wait_for(20s) == std::future_status::ready);
+  CHECK(ran);
+  CHECK(writer->committed_sequence() == 4);
+
+  outer.thaw();
+  REQUIRE(sync_done.wait_for(60s) == std::future_status::ready);
+  CHECK(sync_done.get().is_ok());
+  REQUIRE(durable.wait_for(60s) == std::future_status::ready);
+  CHECK(durable.get().is_ok());
+  CHECK(writer->durable_sequence() >= 3);
+  CHECK(writer->durable_sequence() <= writer->committed_sequence());
+  CHECK(writer->sync_and_wait().is_ok());
+  CHECK(writer->durable_sequence() == 4);
+  CHECK(writer->health().is_ok());
 }
 
 }  // namespace
