@@ -20,11 +20,16 @@ fail() {
 prop() { systemctl show -p "$1" --value pxd; }
 step() { echo "== $(date +%T) $*"; }
 
+overlaid=()
 cleanup() {
   local rc=$?
   set +e
   mountpoint -q "$MNT" && { pxctl host unmount v1 "$MNT" || umount -l "$MNT"; }
   systemctl stop pxd 2>/dev/null
+  # The runner writes this script's status into the results directory after it exits,
+  # which may lie under /var (a checkout in /var/tmp): the overlays must be gone by then.
+  local d
+  for d in "${overlaid[@]}"; do umount -l "$d"; done
   exit $rc
 }
 trap cleanup EXIT
@@ -38,6 +43,7 @@ for d in etc usr var; do
   mount -t overlay overlay \
     -o "lowerdir=/$d,upperdir=/tmp/overlay/$d-upper,workdir=/tmp/overlay/$d-work" "/$d" ||
     fail "overlay on /$d"
+  overlaid=("/$d" "${overlaid[@]}")
 done
 # A container-style policy-rc.d (exit 101) on the host would stop postinst from starting
 # pxd, which is what this test is about.
