@@ -24,10 +24,14 @@ json to_json(const Attachment& a) {
   json mounts = json::array();
   for (const auto& [path, m] : a.mounts)
     mounts.push_back({{"path", path}, {"fs", m.fs}, {"refs", m.refs}});
-  return {{"volume_id", a.volume_id},   {"name", a.name},
-          {"read_only", a.read_only},   {"block_size", a.block_size},
-          {"frontend", a.frontend},     {"device", a.device},
-          {"link", a.link},             {"helper_pid", a.helper_pid},
+  return {{"volume_id", a.volume_id},
+          {"name", a.name},
+          {"read_only", a.read_only},
+          {"block_size", a.block_size},
+          {"frontend", a.frontend},
+          {"device", a.device},
+          {"link", a.link},
+          {"helper_pid", a.helper_pid},
           {"device_size_bytes", a.device_size_bytes},
           {"attached_by_mount", a.attached_by_mount},
           {"mounts", mounts}};
@@ -54,7 +58,23 @@ Attachment from_json(const json& j) {
 }  // namespace
 
 AttachManager::AttachManager(AttachConfig config, std::vector<std::unique_ptr<Frontend>> frontends)
-    : config_(std::move(config)), frontends_(std::move(frontends)) {}
+    : config_(std::move(config)),
+      frontends_(std::move(frontends)),
+      mount_order_(config_.unit_dir, config_.service_unit) {}
+
+Status AttachManager::mount_ordered(const std::string& device, const std::string& path,
+                                    const std::string& fs, bool read_only) {
+  PXD_RETURN_IF_ERROR(mount_order_.order_after_service(path));
+  Status s = mount_fs(device, path, fs, read_only);
+  if (!s.is_ok()) mount_order_.unordered(path);
+  return s;
+}
+
+Status AttachManager::unmount_ordered(const std::string& path, bool lazy) {
+  PXD_RETURN_IF_ERROR(unmount_fs(path, lazy));
+  mount_order_.unordered(path);
+  return Status::ok();
+}
 
 Result<std::unique_ptr<AttachManager>> AttachManager::open(
     AttachConfig config, std::vector<std::unique_ptr<Frontend>> frontends) {
@@ -156,9 +176,9 @@ Result<Attachment*> AttachManager::attach_locked(const AttachTarget& target) {
     (void)frontend->detach(att, true);
     return s;
   }
-  PXD_LOG(kInfo) << "attached '" << att.name << "' as " << att.link << " -> " << att.device
-                 << " (" << att.frontend
-                 << (pick.passed_over.empty() ? "" : "; not " + pick.passed_over) << ")";
+  PXD_LOG(kInfo) << "attached '" << att.name << "' as " << att.link << " -> " << att.device << " ("
+                 << att.frontend << (pick.passed_over.empty() ? "" : "; not " + pick.passed_over)
+                 << ")";
   return &attachments_[target.name];
 }
 
@@ -179,7 +199,7 @@ Status AttachManager::detach_locked(const std::string& name, bool force) {
                 "; unmount it first or detach with --force");
   }
   for (const auto& [path, m] : att.mounts) {
-    Status s = unmount_fs(path, /*lazy=*/true);
+    Status s = unmount_ordered(path, /*lazy=*/true);
     if (!s.is_ok()) PXD_LOG(kWarn) << "forced detach of '" << name << "': " << s.message();
   }
   att.mounts.clear();
@@ -198,8 +218,7 @@ Status AttachManager::detach_locked(const std::string& name, bool force) {
 
 Status AttachManager::detach(const std::string& name, bool force) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (attachments_.count(name) == 0)
-    return failed_precondition("'" + name + "' is not attached");
+  if (attachments_.count(name) == 0) return failed_precondition("'" + name + "' is not attached");
   return detach_locked(name, force);
 }
 
@@ -254,7 +273,7 @@ Result<MountResult> AttachManager::mount(const AttachTarget& target, const std::
     return failed_precondition("'" + target.name + "' holds " + have +
                                ", which pxd does not mount");
   }
-  Status s = mount_fs(att->device, path, have, att->read_only);
+  Status s = mount_ordered(att->device, path, have, att->read_only);
   if (!s.is_ok()) {
     undo_attach();
     return s;
@@ -281,7 +300,7 @@ Result<Attachment> AttachManager::unmount(const std::string& name, const std::st
     PXD_RETURN_IF_ERROR(save());
     return att;
   }
-  PXD_RETURN_IF_ERROR(unmount_fs(path, /*lazy=*/false));
+  PXD_RETURN_IF_ERROR(unmount_ordered(path, /*lazy=*/false));
   att.mounts.erase(path);
   PXD_LOG(kInfo) << "unmounted '" << name << "' from " << path;
   if (att.mounts.empty() && att.attached_by_mount) {
@@ -319,7 +338,7 @@ void AttachManager::shutdown(bool detach_all) {
       // and recoverable rather than losing its device under it.
       bool unmounted = true;
       for (auto m = att.mounts.begin(); m != att.mounts.end();) {
-        Status s = unmount_fs(m->first, /*lazy=*/false);
+        Status s = unmount_ordered(m->first, /*lazy=*/false);
         if (!s.is_ok()) {
           PXD_LOG(kWarn) << "stopping: '" << name << "' stays attached: " << s.message();
           unmounted = false;
@@ -363,7 +382,7 @@ void AttachManager::reconcile(
     std::optional<AttachTarget> target = lookup(att);
     if (!target) {
       PXD_LOG(kWarn) << "'" << name << "' was attached but no longer exists; tearing down";
-      for (const auto& [path, m] : att.mounts) (void)unmount_fs(path, true);
+      for (const auto& [path, m] : att.mounts) (void)unmount_ordered(path, true);
       if (frontend) (void)frontend->detach(att, true);
       unlink_device(att);
       attachments_.erase(name);
@@ -383,7 +402,7 @@ void AttachManager::reconcile(
     std::map<std::string, MountRecord> mounts = att.mounts;
     bool by_mount = att.attached_by_mount;
     for (const auto& [path, m] : mounts)
-      if (is_mounted_at(path)) (void)unmount_fs(path, true);
+      if (is_mounted_at(path)) (void)unmount_ordered(path, true);
     if (frontend) (void)frontend->detach(att, true);
     unlink_device(att);
     attachments_.erase(name);
@@ -406,10 +425,9 @@ void AttachManager::reconcile(
     Attachment* now = fresh.value();
     now->attached_by_mount = by_mount;
     for (const auto& [path, m] : mounts) {
-      Status s = mount_fs(now->device, path, m.fs, now->read_only);
+      Status s = mount_ordered(now->device, path, m.fs, now->read_only);
       if (!s.is_ok()) {
-        PXD_LOG(kError) << "could not re-mount '" << name << "' at " << path << ": "
-                        << s.message();
+        PXD_LOG(kError) << "could not re-mount '" << name << "' at " << path << ": " << s.message();
         now->error = s.message();
         continue;
       }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "daemon/mount_order.h"
 
 namespace pxd::daemon {
 
@@ -45,16 +46,16 @@ struct Attachment {
   std::string name;
   bool read_only = false;
   uint32_t block_size = 4096;
-  std::string frontend;  // "nbd-loop" or "ublk"
-  std::string device;    // the real node, e.g. /dev/loop3
-  std::string link;      // /dev/pxd<ID>
+  std::string frontend;    // "nbd-loop" or "ublk"
+  std::string device;      // the real node, e.g. /dev/loop3
+  std::string link;        // /dev/pxd<ID>
   int64_t helper_pid = 0;  // the frontend's helper process (nbdfuse), if any
   // The size the device shows: the volume's at attach, until a resize reaches the device
   // (0: not known, from a state file older than this field).
   uint64_t device_size_bytes = 0;
-  bool attached_by_mount = false;  // detach when the last mount goes
+  bool attached_by_mount = false;             // detach when the last mount goes
   std::map<std::string, MountRecord> mounts;  // by mount path
-  std::string error;  // set when a restart could not re-establish it
+  std::string error;                          // set when a restart could not re-establish it
 };
 
 // One way to make a block device for a volume.
@@ -83,8 +84,12 @@ class Frontend {
 };
 
 struct AttachConfig {
-  std::string state_path;        // <data dir>/attachments.json
+  std::string state_path;           // <data dir>/attachments.json
   std::string device_dir = "/dev";  // where the pxd<ID> links go
+  // pxd's systemd service unit ("" when not one): each mount is ordered after it, so
+  // systemd unmounts before it stops pxd (daemon/mount_order.h). Drop-ins go in unit_dir.
+  std::string service_unit;
+  std::string unit_dir = "/run/systemd/system";
 };
 
 struct MountResult {
@@ -143,11 +148,16 @@ class AttachManager {
   Result<Pick> pick_frontend();
   Frontend* frontend_named(const std::string& name);
   Result<Attachment*> attach_locked(const AttachTarget& target);  // REQUIRES: mu_ held
-  Status detach_locked(const std::string& name, bool force);     // REQUIRES: mu_ held
+  Status detach_locked(const std::string& name, bool force);      // REQUIRES: mu_ held
   Status link_device(const Attachment& att);
   void unlink_device(const Attachment& att);
+  // mount_fs() and unmount_fs() with the mount's order against pxd's unit kept beside.
+  Status mount_ordered(const std::string& device, const std::string& path, const std::string& fs,
+                       bool read_only);
+  Status unmount_ordered(const std::string& path, bool lazy);
 
   const AttachConfig config_;
+  MountOrder mount_order_;
   std::vector<std::unique_ptr<Frontend>> frontends_;
   std::mutex mu_;
   std::map<std::string, Attachment> attachments_;  // by name, GUARDED_BY(mu_)

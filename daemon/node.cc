@@ -99,6 +99,7 @@ Result<std::unique_ptr<Node>> Node::start(const Config& config) {
   AttachConfig attach_config;
   attach_config.state_path = config.data_dir + "/attachments.json";
   attach_config.device_dir = config.device_dir;
+  attach_config.service_unit = own_service_unit();
   NbdLoopConfig nbd_loop;
   nbd_loop.run_dir = std::filesystem::path(config.control_socket).parent_path();
   nbd_loop.nbd_socket = config.nbd_socket;

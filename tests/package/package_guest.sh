@@ -5,7 +5,7 @@
 # sees it. Checks: install enables and starts pxd.service on the embedded default; an
 # upgrade restarts pxd and a mounted volume carries on; removal is refused while it is
 # mounted, then stops pxd; purge removes the configuration and the unit's records but
-# keeps /var/lib/pxd.
+# keeps /var/lib/pxd. Along the way: a mount pxd makes is ordered before pxd.service stops.
 set -euo pipefail
 : "${PXD_DEB:?}" "${PXD_VM_MODPROBE:?}"
 MNT=/tmp/pxd-package/mnt
@@ -70,6 +70,13 @@ pxctl status || fail "pxctl status"
 pxctl volume create v1 --size 256M >/dev/null || fail "volume create"
 pxctl host mount v1 "$MNT" || fail "host mount"
 echo one >"$MNT/f" && sync
+# At shutdown systemd unmounts it before stopping pxd: its mount unit is ordered after
+# pxd.service by a runtime drop-in pxd wrote (daemon/mount_order.h).
+unit=$(systemd-escape --path --suffix=mount "$MNT")
+dropin=/run/systemd/system/$unit.d/50-pxd.conf
+[ -f "$dropin" ] || fail "no drop-in $dropin"
+systemctl show -p After "$unit" | grep -qw pxd.service ||
+  fail "$unit is not ordered after pxd.service: $(systemctl show -p After "$unit")"
 
 step "upgrade (the same package again)"
 timeout 120 dpkg -i "$PXD_DEB" || fail "dpkg -i again"
@@ -90,6 +97,7 @@ state=$(dpkg-query -W -f='${db:Status-Abbrev}' pxd)
 
 step "remove"
 pxctl host unmount v1 "$MNT" || fail "host unmount"
+[ ! -e "$dropin" ] || fail "$dropin left after the unmount"
 timeout 120 dpkg -r pxd || fail "dpkg -r"
 [ "$(prop ActiveState)" = inactive ] || fail "pxd still $(prop ActiveState) after removal"
 [ ! -e /usr/sbin/pxd ] || fail "/usr/sbin/pxd left"
