@@ -117,7 +117,7 @@ uint32_t ChunkAllocator::references(uint64_t chunk) const {
 bool ChunkAllocator::wants_refill() {
   std::lock_guard<std::mutex> lock(mu_);
   if (refill_running_) return false;
-  bool need = !waiters_.empty() || reserve_.size() < reserve_target() / 4;
+  bool need = !waiters_.empty() || reserve_.size() < reserve_target() / 2;
   // With no free chunk, a refill still runs when someone waits: it lets them see kNoSpace.
   if (!need || (free_count_ == 0 && waiters_.empty())) return false;
   refill_running_ = true;
@@ -151,9 +151,15 @@ std::vector<uint64_t> ChunkAllocator::take_for_reserve() {
 }
 
 void ChunkAllocator::add_to_reserve(const std::vector<uint64_t>& chunks) {
-  std::lock_guard<std::mutex> lock(mu_);
-  reserve_.insert(reserve_.end(), chunks.begin(), chunks.end());
-  in_refill_ -= chunks.size();
+  std::vector<std::function<void()>> waiters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reserve_.insert(reserve_.end(), chunks.begin(), chunks.end());
+    in_refill_ -= chunks.size();
+    if (!chunks.empty()) waiters.swap(waiters_);
+  }
+  // Each waiter retries allocate(): it gets a chunk, or waits for the refill's next piece.
+  for (auto& w : waiters) w();
 }
 
 void ChunkAllocator::return_free(const std::vector<uint64_t>& chunks) {

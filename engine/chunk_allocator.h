@@ -75,7 +75,8 @@ class ChunkAllocator {
   // Free chunks to top up the reserve, leaving the free set. They are neither free nor reserved
   // until add_to_reserve() or return_free().
   std::vector<uint64_t> take_for_reserve();
-  // Makes chunks allocatable (their dirty records are persisted) and runs the waiters.
+  // Makes chunks allocatable (their dirty records are persisted) and runs the waiters
+  // (a refill adds its chunks in pieces).
   void add_to_reserve(const std::vector<uint64_t>& chunks);
   // Gives back chunks take_for_reserve() returned when the refill could not persist them.
   void return_free(const std::vector<uint64_t>& chunks);

@@ -105,14 +105,18 @@ Result<std::unique_ptr<Pool>> Pool::create(const std::string& meta_dir,
   for (size_t i = 0; i < options.devices.size(); ++i) {
     const auto& spec = options.devices[i];
     bool existed = ::stat(spec.path.c_str(), &st) == 0;
-    DeviceHeader header{record.uuid, static_cast<uint32_t>(i), options.chunk_size, 0};
-    auto dev = PoolDevice::create(spec.path, spec.size_bytes, header);
+    DeviceHeader header{record.uuid, static_cast<uint32_t>(i), options.chunk_size, 0, spec.thick};
+    DeviceProgress progress;
+    if (options.progress) {
+      progress = [&](uint64_t done, uint64_t total) { options.progress(spec.path, done, total); };
+    }
+    auto dev = PoolDevice::create(spec.path, spec.size_bytes, header, progress);
     if (!existed && ::stat(spec.path.c_str(), &st) == 0) created_files.push_back(spec.path);
     if (dev.has_error()) {
       undo();
       return dev.error();
     }
-    record.devices.push_back({spec.path, dev.value()->chunk_count()});
+    record.devices.push_back({spec.path, dev.value()->chunk_count(), dev.value()->thick()});
     devices.push_back(std::move(dev).value());
   }
   auto store = metadb::MetaStore::create(meta_dir, record);
@@ -132,7 +136,7 @@ Result<std::unique_ptr<Pool>> Pool::open(const std::string& meta_dir) {
   std::vector<std::unique_ptr<PoolDevice>> devices;
   for (size_t i = 0; i < record.devices.size(); ++i) {
     DeviceHeader expected{record.uuid, static_cast<uint32_t>(i), record.chunk_size,
-                          record.devices[i].chunk_count};
+                          record.devices[i].chunk_count, record.devices[i].thick};
     PXD_TRY(auto dev, PoolDevice::open(record.devices[i].path, expected));
     devices.push_back(std::move(dev));
   }

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,11 +47,17 @@ inline constexpr size_t kMaxNameBytes = 255;
 struct PoolDeviceSpec {
   std::string path;
   uint64_t size_bytes = 0;  // for a file that does not exist yet: create it sparse, this big
+  // Files only: allocate and write the whole file at creation, and never give its space
+  // back, so that first writes into fresh chunks overwrite allocated blocks instead of
+  // having the filesystem allocate them (doc/engine.md, "Thick pool files").
+  bool thick = false;
 };
 
 struct PoolOptions {
   std::vector<PoolDeviceSpec> devices;
   uint32_t chunk_size = kDefaultChunkSize;  // power of two, 64 KiB to 64 MiB
+  // Hears how far the writing of thick pool files has come (path, bytes done, of total).
+  std::function<void(const std::string& path, uint64_t done, uint64_t total)> progress;
 };
 
 using Labels = std::map<std::string, std::string>;

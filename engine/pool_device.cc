@@ -17,6 +17,10 @@
 namespace pxd {
 namespace {
 
+// FALLOC_FL_WRITE_ZEROES (Linux 6.17): allocates the range as written zeros, where the
+// filesystem and the device can (EOPNOTSUPP elsewhere).
+constexpr int kFallocWriteZeroes = 0x80;
+
 // Header block layout (little-endian), padded to 4096 bytes. Do not change.
 constexpr char kMagic[8] = {'P', 'X', 'D', 'P', 'O', 'O', 'L', '1'};
 struct RawHeader {
@@ -88,7 +92,8 @@ Result<std::unique_ptr<PoolDevice>> PoolDevice::open_fd(const std::string& path,
 }
 
 Result<std::unique_ptr<PoolDevice>> PoolDevice::create(const std::string& path, uint64_t file_size,
-                                                       DeviceHeader header) {
+                                                       DeviceHeader header,
+                                                       const DeviceProgress& progress) {
   if (!is_power_of_two(header.chunk_size) || header.chunk_size < 64 * kKiB)
     return invalid_argument("chunk size must be a power of two of at least 64 KiB");
   struct stat st;
@@ -96,6 +101,9 @@ Result<std::unique_ptr<PoolDevice>> PoolDevice::create(const std::string& path, 
   if (!existed && file_size == 0)
     return invalid_argument("pool file " + path + " does not exist and no size was given");
   PXD_TRY(auto dev, open_fd(path, true, file_size));
+  if (header.thick && dev->block_device_)
+    return invalid_argument("pool device " + path +
+                            " is a block device: only a pool file can be made thick");
   uint64_t bytes = 0;
   if (dev->block_device_) {
     if (::ioctl(dev->fd_, BLKGETSIZE64, &bytes) != 0) return errno_status(errno, "size of " + path);
@@ -114,10 +122,27 @@ Result<std::unique_ptr<PoolDevice>> PoolDevice::create(const std::string& path, 
   }
   header.chunk_count = (bytes - kDeviceHeaderBytes) / header.chunk_size;
   dev->header_ = header;
+  const uint64_t data_bytes = header.chunk_count * header.chunk_size;
   if (dev->block_device_) {
     uint64_t range[2] = {0, bytes};
     if (::ioctl(dev->fd_, BLKZEROOUT, range) != 0)
       return errno_status(errno, "zero block device " + path);
+  } else if (header.thick) {
+    // Reserve all of it first (ENOSPC now, not halfway), then have every block written.
+    if (::fallocate(dev->fd_, 0, kDeviceHeaderBytes, static_cast<off_t>(data_bytes)) != 0 &&
+        errno != EOPNOTSUPP)
+      return errno_status(errno, "allocate pool file " + path);
+    if (::fallocate(dev->fd_, kFallocWriteZeroes, kDeviceHeaderBytes,
+                    static_cast<off_t>(data_bytes)) != 0) {
+      if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENODEV)
+        return errno_status(errno, "write zeros over pool file " + path);
+      PXD_RETURN_IF_ERROR(dev->write_zeros(kDeviceHeaderBytes, data_bytes, progress));
+    }
+  } else if (existed) {
+    // Whatever an existing file held must not show through chunks never written.
+    PXD_RETURN_IF_ERROR(dev->zero_range(
+        kDeviceHeaderBytes, data_bytes,
+        {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE}));
   }
   AlignedBuffer buf(4096);
   auto* raw = static_cast<RawHeader*>(buf.p);
@@ -157,35 +182,52 @@ PoolDevice::~PoolDevice() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Status PoolDevice::write_zeros(uint64_t offset, uint64_t length) {
-  constexpr size_t kBuf = 1 << 20;
+Status PoolDevice::write_zeros(uint64_t offset, uint64_t length, const DeviceProgress& progress) {
+  constexpr size_t kBuf = 8 << 20;
+  constexpr uint64_t kReportEvery = 1ULL << 30;
   AlignedBuffer buf(kBuf);
+  const uint64_t total = length;
+  uint64_t since_report = 0;
   while (length > 0) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(length, kBuf));
     PXD_RETURN_IF_ERROR(pwrite_all(fd_, buf.p, n, offset, path_));
     offset += n;
     length -= n;
+    since_report += n;
+    if (progress && (since_report >= kReportEvery || length == 0)) {
+      progress(total - length, total);
+      since_report = 0;
+    }
   }
   return Status::ok();
 }
 
-Status PoolDevice::zero_chunks(uint64_t local_chunk, uint64_t count) {
-  uint64_t off = chunk_offset(local_chunk);
-  uint64_t len = count * header_.chunk_size;
-  // Block devices honour PUNCH_HOLE only where the hardware guarantees zeroes after it;
-  // ZERO_RANGE then writes zeroes efficiently; plain writes are the last resort.
-  for (int mode :
-       {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE}) {
-    if (::fallocate(fd_, mode, static_cast<off_t>(off), static_cast<off_t>(len)) == 0)
+Status PoolDevice::zero_range(uint64_t offset, uint64_t length, std::initializer_list<int> modes) {
+  for (int mode : modes) {
+    if (::fallocate(fd_, mode, static_cast<off_t>(offset), static_cast<off_t>(length)) == 0)
       return Status::ok();
     if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENODEV)
       return errno_status(errno, "zero chunks of " + path_);
   }
-  return write_zeros(off, len);
+  return write_zeros(offset, length);
+}
+
+Status PoolDevice::zero_chunks(uint64_t local_chunk, uint64_t count) {
+  const uint64_t off = chunk_offset(local_chunk);
+  const uint64_t len = count * header_.chunk_size;
+  // A thick file keeps its blocks: write-zeroes keeps them written; zero-range (ext4, xfs)
+  // keeps them allocated but unwritten, so the next first write there converts them.
+  if (header_.thick)
+    return zero_range(off, len, {kFallocWriteZeroes, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE});
+  // Block devices honour PUNCH_HOLE only where the hardware guarantees zeroes after it;
+  // ZERO_RANGE then writes zeroes efficiently; plain writes are the last resort.
+  return zero_range(
+      off, len,
+      {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE});
 }
 
 Status PoolDevice::preallocate_chunks(uint64_t local_chunk, uint64_t count) {
-  if (block_device_ || preallocate_unsupported_ || count == 0) return Status::ok();
+  if (block_device_ || header_.thick || preallocate_unsupported_ || count == 0) return Status::ok();
   // Only while the filesystem can still hold the whole file: preallocation then takes
   // nothing the pool's capacity does not already claim. An overcommitted sparse file keeps
   // allocating only what is written (a 4 KiB write into a preallocated chunk would keep
@@ -210,7 +252,7 @@ Status PoolDevice::preallocate_chunks(uint64_t local_chunk, uint64_t count) {
 }
 
 Status PoolDevice::release_chunks(uint64_t local_chunk, uint64_t count) {
-  if (block_device_ || punch_unsupported_ || count == 0) return Status::ok();
+  if (block_device_ || header_.thick || punch_unsupported_ || count == 0) return Status::ok();
   if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                   static_cast<off_t>(chunk_offset(local_chunk)),
                   static_cast<off_t>(count * header_.chunk_size)) == 0)

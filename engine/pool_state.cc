@@ -230,27 +230,44 @@ void PoolState::refill_on_thread() {
     allocator_->finish_refill();
     return;
   }
-  // Persist them as dirty before any data can land in them: a crash before their maps
-  // commit then finds them dirty and zeroes them at open. Written here, in queue order,
-  // but synced by the syncer, so that commits queued behind this go on meanwhile; the
-  // chunks become allocatable only once the sync covers their records.
+  write_reserve_piece(std::make_shared<const std::vector<uint64_t>>(std::move(chunks)), 0);
+}
+
+// Persists the dirty records of chunks [from, from + kRefillPiece) before any data can
+// land in them: a crash before their maps commit then finds them dirty and zeroes them at
+// open. Written here, in queue order, but synced by the syncer, so that commits queued
+// behind this go on meanwhile; the chunks become allocatable only once a sync covers their
+// records. A refill of thousands of chunks is written in pieces, each queued behind the
+// commits that arrived while the one before was written: one large batch would hold every
+// first write's commit back for milliseconds.
+void PoolState::write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>> chunks,
+                                    size_t from) {
+  const size_t to = std::min(chunks->size(), from + kRefillPiece);
+  const bool last = to == chunks->size();
   metadb::MetaBatch batch;
-  for (uint64_t c : chunks) batch.put_dirty(c);
+  for (size_t i = from; i < to; ++i) batch.put_dirty((*chunks)[i]);
   Status status = writer_->write_on_thread(batch);
   if (!status.is_ok()) {
-    allocator_->return_free(chunks);
-    allocator_->finish_refill();
+    // After the pieces already handed off, whose callbacks see the failure too.
+    writer_->after_durable(
+        [this, rest = std::vector<uint64_t>(chunks->begin() + from, chunks->end())](const Status&) {
+          allocator_->return_free(rest);
+          allocator_->finish_refill();
+        });
     return;
   }
-  writer_->after_durable([this, chunks = std::move(chunks)](const Status& s) {
-    if (s.is_ok()) {
-      preallocate(chunks);
-      allocator_->add_to_reserve(chunks);
-    } else {
-      allocator_->return_free(chunks);
-    }
-    allocator_->finish_refill();
-  });
+  writer_->after_durable(
+      [this, piece = std::vector<uint64_t>(chunks->begin() + from, chunks->begin() + to),
+       last](const Status& s) {
+        if (s.is_ok()) {
+          preallocate(piece);
+          allocator_->add_to_reserve(piece);
+        } else {
+          allocator_->return_free(piece);
+        }
+        if (last) allocator_->finish_refill();
+      });
+  if (!last) writer_->run([this, chunks, to] { write_reserve_piece(chunks, to); });
 }
 
 Status PoolState::reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced) {

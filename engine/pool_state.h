@@ -109,6 +109,8 @@ class PoolState {
   void schedule_reclaim();
   void reclaim_on_thread();
   void refill_on_thread();
+  void write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>> chunks, size_t from);
+  static constexpr size_t kRefillPiece = 256;
   // Calls fn(device, first local chunk, count) for each run of consecutive chunks.
   Status for_each_run(std::vector<uint64_t> chunks,
                       const std::function<Status(PoolDevice&, uint64_t, uint64_t)>& fn);

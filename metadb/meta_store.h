@@ -75,6 +75,7 @@ struct ObjectRecord {
 struct PoolDeviceRecord {
   std::string path;
   uint64_t chunk_count = 0;  // data chunks on this device
+  bool thick = false;        // a pool file written whole at creation (engine/pool_device.h)
   bool operator==(const PoolDeviceRecord&) const = default;
 };
 

@@ -104,6 +104,17 @@ class FieldReader {
     }
     return Status::ok();
   }
+  // A field older writers did not write: `fallback` when it is missing.
+  Status optional_bool(const char* field, bool fallback, bool* out) const {
+    auto it = object_.find(field);
+    if (it == object_.end()) {
+      *out = fallback;
+      return Status::ok();
+    }
+    if (!it->is_boolean()) return wrong_type(field, "true or false");
+    *out = it->get<bool>();
+    return Status::ok();
+  }
   Status array(const char* field, const json** out) const {
     PXD_RETURN_IF_ERROR(find(field, out));
     if (!(*out)->is_array()) return wrong_type(field, "an array");
@@ -167,7 +178,9 @@ Result<uint32_t> decode_format(std::string_view value) {
 std::string encode_pool(const PoolRecord& pool) {
   json devices = json::array();
   for (const PoolDeviceRecord& d : pool.devices) {
-    devices.push_back({{"path", d.path}, {"chunk_count", d.chunk_count}});
+    json device = {{"path", d.path}, {"chunk_count", d.chunk_count}};
+    if (d.thick) device["thick"] = true;
+    devices.push_back(std::move(device));
   }
   json j = {{"uuid", pool.uuid},
             {"chunk_size", pool.chunk_size},
@@ -194,6 +207,7 @@ Result<PoolRecord> decode_pool(std::string_view value) {
     PoolDeviceRecord device;
     PXD_RETURN_IF_ERROR(device_fields.string("path", &device.path));
     PXD_RETURN_IF_ERROR(device_fields.u64("chunk_count", &device.chunk_count));
+    PXD_RETURN_IF_ERROR(device_fields.optional_bool("thick", false, &device.thick));
     pool.devices.push_back(std::move(device));
   }
   return pool;

@@ -89,6 +89,24 @@ TEST_CASE("keys and values are laid out as doc/format.md says") {
   auto pool = nlohmann::json::parse(raw["P"]);
   CHECK(pool["devices"][1]["path"] == "/dev/nvme0n1");
   CHECK(pool["devices"][1]["chunk_count"] == (1ull << 40));
+  CHECK(!pool["devices"][1].contains("thick"));  // written only when true
+}
+
+TEST_CASE("a device's thick flag is written only when true, and read as false when missing") {
+  TempDir tmp;
+  PoolRecord pool = sample_pool();
+  pool.devices[0].thick = true;
+  { auto store = MetaStore::create(tmp.store(), pool).value(); }
+  auto raw = testing::raw_contents(tmp.store());
+  auto devices = nlohmann::json::parse(raw["P"])["devices"];
+  CHECK(devices[0]["thick"] == true);
+  CHECK(!devices[1].contains("thick"));
+  CHECK(must_open(tmp.store())->pool() == pool);
+  // A record from before the field: no device is thick.
+  raw_put(
+      tmp.store(), "P",
+      R"({"uuid":"u","chunk_size":65536,"created_unix":0,"devices":[{"path":"/p","chunk_count":3}]})");
+  CHECK(!must_open(tmp.store())->pool().devices[0].thick);
 }
 
 TEST_CASE("a newer format version is kUnsupported and changes no file") {
@@ -146,6 +164,8 @@ TEST_CASE("a garbled pool or next-id record fails open with kCorruption naming i
        "pool record: field 'devices' is not an array"},
       {R"({"uuid":"u","chunk_size":1,"created_unix":0,"devices":[{"path":"/p"}]})",
        "pool record: device 0: field 'chunk_count' missing"},
+      {R"({"uuid":"u","chunk_size":1,"created_unix":0,"devices":[{"path":"/p","chunk_count":1,"thick":1}]})",
+       "pool record: device 0: field 'thick' is not true or false"},
       {R"({"uuid":"u","chunk_size":4294967296,"created_unix":0,"devices":[]})",
        "pool record: field 'chunk_size' is not a 32-bit integer"},
   };
