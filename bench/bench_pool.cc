@@ -10,7 +10,7 @@
 namespace pxd::bench {
 
 BenchPool::BenchPool(const std::string& dir, uint64_t capacity, uint32_t chunk_size,
-                     const std::string& data_dir)
+                     const std::string& data_dir, bool thick)
     : chunk_size_(chunk_size) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -19,7 +19,7 @@ BenchPool::BenchPool(const std::string& dir, uint64_t capacity, uint32_t chunk_s
   opts.chunk_size = chunk_size;
   // The device header takes the first MiB.
   opts.devices.push_back(
-      {(data_dir.empty() ? dir : data_dir) + "/pool0.img", capacity + (1 << 20)});
+      {(data_dir.empty() ? dir : data_dir) + "/pool0.img", capacity + (1 << 20), thick});
   pool_ = check(Pool::create(dir + "/meta", opts), "create pool in " + dir);
 }
 

@@ -20,8 +20,9 @@ namespace pxd::bench {
 
 class BenchPool {
  public:
+  // A thick pool file is written whole at creation (PoolDeviceSpec::thick).
   BenchPool(const std::string& dir, uint64_t capacity, uint32_t chunk_size = kDefaultChunkSize,
-            const std::string& data_dir = "");
+            const std::string& data_dir = "", bool thick = false);
   Pool& pool() { return *pool_; }
   Pool* operator->() { return pool_.get(); }
   uint32_t chunk_size() const { return chunk_size_; }

@@ -64,68 +64,113 @@ LoadSpec spec_for(IoOp op, Pattern pattern, uint32_t block, uint32_t qd, uint64_
   return spec;
 }
 
-// 4 KiB random writes into brand-new volumes of a large thin pool: most allocate a chunk.
-// Right after each pxd run, the peers do the same number of writes: the raw file (the
-// baseline), and a sparse raw file written where pxd's writes land in its sparse pool
-// file (a random block of each chunk in turn, as chunks are allocated), so that each
-// allocates filesystem blocks as pxd's do: the difference between the two peers is the
-// filesystem's share of the cost.
-void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTarget& raw,
-                        Report& report) {
-  ScratchDir dir(scratch, "fresh-");  // removed (with its sparse pool file) on return
-  BenchPool pool(dir.path(), p.fresh_capacity);
-  auto sparse = RawFile::create(dir / "sparse.img", p.fresh_capacity, RawLayout::kSparse);
-  const uint64_t chunks = p.fresh_capacity / pool.chunk_size();
+// 4 KiB random writes into brand-new volumes of a thin pool: most allocate a chunk.
+//
+// Twice: on a thick pool file (written whole at creation, as the raw baseline's file is,
+// so that both overwrite allocated blocks: what a pool on a block device sees), and on a
+// large sparse pool file (pxd's default), where every first write also has the filesystem
+// allocate blocks in its journal. For the sparse pool a second peer shows the
+// filesystem's share: a sparse raw file written where pxd's writes land in its pool file
+// (a random block of each chunk in turn, each round further on).
+//
+// Each round writes a new volume, and the peers do the same number of writes in turn (the
+// order alternates between rounds: a case is short, and one journal commit of the
+// filesystem can stall whichever target runs then).
+void bench_fresh_pool(const EngineParams& p, BenchPool& pool, IoTarget& raw, RawFile* sparse,
+                      const std::string& suffix, Report& report) {
+  const uint64_t capacity = pool->usage().capacity_bytes;
+  const uint64_t chunks = capacity / pool.chunk_size();
   {
     // A new pool's allocation reserve starts small and grows each time writes wait for it
     // (to its maximum at once when 32 wait together); a pool in service has long grown it.
     // Grow it first.
-    VolumeTarget warmup(pool.create_volume("warmup", p.fresh_capacity));
-    LoadSpec spec = spec_for(IoOp::kWrite, Pattern::kStrided, 4096, 32, p.fresh_capacity, 0);
+    VolumeTarget warmup(pool.create_volume("warmup", capacity));
+    LoadSpec spec = spec_for(IoOp::kWrite, Pattern::kStrided, 4096, 32, capacity, 0);
     spec.stride_bytes = pool.chunk_size();
     spec.max_ops = std::min<uint64_t>(p.fresh_warmup_ops, chunks / 4);
     run_load_checked(warmup, spec, "warm up the allocation reserve");
   }
+  const int rounds = std::max(p.rounds, 1);
+  uint64_t sparse_next = 0;  // chunk-sized strides of the sparse file written so far
   for (uint32_t qd : kQueueDepths) {
-    std::string name = qd_name("freshwrite-4k", qd);
+    const std::string name = qd_name("freshwrite-4k", qd) + suffix;
     if (!p.wants(name)) continue;
-    VolumeTarget volume(pool.create_volume(name, p.fresh_capacity));
-    LoadSpec spec = spec_for(IoOp::kWrite, Pattern::kRandom, 4096, qd, p.fresh_capacity, p.seconds);
-    spec.max_ops = std::min(qd == 1 ? p.fresh_ops_qd1 : p.fresh_ops_qd32,
-                            chunks / 2 / std::size(kQueueDepths));
-    PoolUsage u0 = pool->usage();
     progress("engine: " + name);
-    LoadResult x = run_load_checked(volume, spec, "pxd " + name);
+    // The thick pool is sized for every round; the sparse one is far larger.
+    const uint64_t room = sparse ? chunks / 2 / std::size(kQueueDepths) : UINT64_MAX;
+    const uint64_t ops = std::min(qd == 1 ? p.fresh_ops_qd1 : p.fresh_ops_qd32, room) /
+                         static_cast<uint64_t>(rounds);
+    LoadResult x, r, s;
+    PoolUsage u0 = pool->usage();
+    for (int round = 0; round < rounds; ++round) {
+      VolumeTarget volume(pool.create_volume(name + "-" + std::to_string(round), capacity));
+      LoadSpec spec = spec_for(IoOp::kWrite, Pattern::kRandom, 4096, qd, capacity, 0);
+      spec.max_ops = ops;
+      spec.seed += static_cast<uint64_t>(round);
+      LoadSpec same = spec;
+      same.region_bytes = raw.size_bytes();
+      LoadSpec scattered = spec;
+      scattered.pattern = Pattern::kScattered;
+      scattered.stride_bytes = pool.chunk_size();
+      scattered.region_bytes = 0;
+      scattered.first_index = sparse_next;
+      sparse_next += ops;
+      auto run_pxd = [&] { x += run_load_checked(volume, spec, "pxd " + name); };
+      auto run_peers = [&] {
+        r += run_load_checked(raw, same, "raw " + name);
+        if (sparse) s += run_load_checked(*sparse, scattered, "raw sparse " + name);
+      };
+      if (round % 2 == 0) {
+        run_pxd();
+        run_peers();
+      } else {
+        run_peers();
+        run_pxd();
+      }
+    }
     PoolUsage u = pool->usage();
 
-    LoadSpec same = spec;
-    same.seconds = 0;
-    same.max_ops = x.ops;
-    same.region_bytes = raw.size_bytes();
-    LoadResult r = run_load_checked(raw, same, "raw " + name);
-    same.pattern = Pattern::kScattered;
-    same.stride_bytes = pool.chunk_size();
-    same.region_bytes = 0;
-    LoadResult s = run_load_checked(*sparse, same, "raw sparse " + name);
-
     Row row = raw_row(name, x.iops(), r.iops(), "iops");
-    row.goal = Goal::kRatioAtLeast;
-    row.goal_value = kFreshWriteGoal;
-    double ops = static_cast<double>(std::max<uint64_t>(x.ops, 1));
+    if (!sparse) {
+      row.goal = Goal::kRatioAtLeast;
+      row.goal_value = kFreshWriteGoal;
+    }
+    double done = static_cast<double>(std::max<uint64_t>(x.ops, 1));
     row.extra["allocating_fraction"] =
-        static_cast<double>(u.used_bytes - u0.used_bytes) / pool.chunk_size() / ops;
+        static_cast<double>(u.used_bytes - u0.used_bytes) / pool.chunk_size() / done;
     row.extra["metadata_commits_per_write"] =
-        static_cast<double>(u.metadata_commits - u0.metadata_commits) / ops;
+        static_cast<double>(u.metadata_commits - u0.metadata_commits) / done;
     row.extra["ops"] = x.ops;
+    row.extra["rounds"] = rounds;
     row.extra["pxd_cpu_us_per_op"] = x.cpu_us_per_op();
     row.extra["baseline_cpu_us_per_op"] = r.cpu_us_per_op();
     report.add(row);
     if (qd == 1) report.add(raw_row(name + "-lat", x.mean_latency_us(), r.mean_latency_us(), "us"));
+    if (!sparse) continue;
     Row diag = raw_row(name + "-vs-sparse", x.iops(), s.iops(), "iops");
     diag.baseline_name = "raw-sparse-odirect-uring";
     diag.extra["pxd_cpu_us_per_op"] = x.cpu_us_per_op();
     diag.extra["baseline_cpu_us_per_op"] = s.cpu_us_per_op();
     report.add(diag);
+  }
+}
+
+void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTarget& raw,
+                        Report& report) {
+  if (p.wants_any({"freshwrite-4k-qd1", "freshwrite-4k-qd32"})) {
+    // Chunks for the warm-up and every round at both depths, and a full reserve.
+    const uint64_t capacity =
+        (p.fresh_warmup_ops + p.fresh_ops_qd1 + p.fresh_ops_qd32 + 5120) * kDefaultChunkSize;
+    ScratchDir dir(scratch, "fresh-thick-");
+    progress("engine: writing a thick pool file of " + format_size(capacity));
+    BenchPool pool(dir.path(), capacity, kDefaultChunkSize, "", /*thick=*/true);
+    bench_fresh_pool(p, pool, raw, nullptr, "", report);
+  }
+  if (p.wants_any({"freshwrite-4k-qd1-sparse-pool", "freshwrite-4k-qd32-sparse-pool"})) {
+    ScratchDir dir(scratch, "fresh-");  // removed (with its sparse pool file) on return
+    BenchPool pool(dir.path(), p.fresh_capacity);
+    auto sparse = RawFile::create(dir / "sparse.img", p.fresh_capacity, RawLayout::kSparse);
+    bench_fresh_pool(p, pool, raw, sparse.get(), "-sparse-pool", report);
   }
 }
 
@@ -255,8 +300,7 @@ SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch,
       add_throughput_rows(report, w.name, qd, w.block, c.a, c.b, w.goal);
     }
   }
-  if (p.wants_any({"freshwrite-4k-qd1", "freshwrite-4k-qd32"}))
-    bench_fresh_writes(p, scratch, *raw, report);
+  bench_fresh_writes(p, scratch, *raw, report);
   bool chain = false;
   for (uint32_t n : p.chain) chain = chain || p.wants("randread-4k-qd32-snap" + std::to_string(n));
   if (!chain) return {};

@@ -24,13 +24,15 @@ struct EngineParams {
   double seconds = 4;          // per measured case and target
   int rounds = 4;              // pxd and its peer alternate in this many rounds (see compare_loads)
   uint64_t size = 1ULL << 30;  // section 1 and 2 volume and raw file
-  uint64_t fresh_capacity = 512ULL << 30;  // logical bytes of the fresh-thin pool
-  // Fresh-thin writes at QD1 and QD32 stop after this many even within `seconds`: each
-  // leaves a filesystem extent of its own in a sparse file, and on a filesystem mounted
-  // with `discard` deleting the file then costs a discard per extent (about 3 ms each on
-  // the development VMs, so 10,000 of them add half a minute to the run).
-  uint64_t fresh_ops_qd1 = 1000;
-  uint64_t fresh_ops_qd32 = 4000;
+  uint64_t fresh_capacity = 512ULL << 30;  // logical bytes of the sparse fresh-thin pool
+  // Fresh-thin writes at QD1 and QD32, in all over `rounds`, into each of two pools: a
+  // thick one sized for them (written whole first, at about 1 GiB/s, so a chunk per
+  // write costs a second per thousand) and the sparse one, where each leaves a filesystem
+  // extent of its own, and on a filesystem mounted with `discard` deleting the file then
+  // costs a discard per extent (about 3 ms each on the development VMs, so 10,000 of them
+  // add half a minute to the run).
+  uint64_t fresh_ops_qd1 = 2000;
+  uint64_t fresh_ops_qd32 = 6000;
   uint64_t fresh_warmup_ops = 256;
   std::vector<uint32_t> chain = {0, 16, 256};
   uint64_t extents = 1000000;  // section 3

@@ -74,6 +74,7 @@ LoadDriver::LoadDriver(IoTarget& target, const LoadSpec& spec)
   if (s.region > target.size_bytes() || s.region < spec.block_bytes)
     throw BenchError("load spec: region does not fit the target");
   s.blocks = s.region / spec.block_bytes;
+  s.next_index = spec.first_index;
   // An SQE per chunk piece: 1 MiB requests on 64 KiB chunks take 16 each.
   s.ring = check(IoRing::create(256), "create io_uring");
   for (uint32_t i = 0; i < spec.queue_depth; ++i) {

@@ -66,6 +66,7 @@ struct LoadSpec {
   uint32_t queue_depth = 1;
   uint64_t region_bytes = 0;  // requests fall in [0, region_bytes); 0 = the whole target
   uint64_t stride_bytes = 0;  // kStrided
+  uint64_t first_index = 0;   // kSequential, kStrided, kScattered: where the sequence starts
   double seconds = 0;         // stop issuing after this long; 0 = no time limit
   uint64_t max_ops = 0;       // stop issuing after this many; 0 = no limit
   uint64_t seed = 0x5eed;
