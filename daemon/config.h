@@ -20,6 +20,7 @@ namespace pxd::daemon {
 struct PoolDeviceSetting {
   std::string path;
   uint64_t size_bytes = 0;  // 0: an existing file or device, used whole
+  bool thick = false;       // ":thick": a pool file written whole at creation (doc/engine.md)
 };
 
 struct Config {
@@ -31,7 +32,7 @@ struct Config {
   std::string device_dir = "/dev";               // where the pxd<ID> device links go
   // Docker's volume plugin socket; "" disables the plugin (doc/docker.md).
   std::string docker_plugin_socket = "/run/docker/plugins/pxd.sock";
-  std::string nbd_listen;                        // NBD over TCP: "" (off), PORT or ADDR:PORT
+  std::string nbd_listen;                // NBD over TCP: "" (off), PORT or ADDR:PORT
   std::vector<PoolDeviceSetting> pools;  // empty: one sparse file in data_dir
   std::string node_name;                 // empty: the host name
   std::map<std::string, std::string> labels;

@@ -61,7 +61,7 @@ int read_settings(int argc, char** argv, Config* config) {
   app.add_option("--device-dir", device_dir,
                  "where the pxd<ID> links of attached volumes go (default /dev)");
   app.add_option("--pool", pools,
-                 "pool device PATH[:SIZE], repeatable (default: sparse file in data dir)");
+                 "pool device PATH[:SIZE][:thick], repeatable (default: sparse file in data dir)");
   app.add_option("--node-name", node_name, "this node's name (default: host name)");
   app.add_option("--label", labels, "node label k=v (zone, rack, ...), repeatable");
   app.add_option("--log-level", log_level, "debug, info, warn or error (default info)");
@@ -125,8 +125,8 @@ int read_settings(int argc, char** argv, Config* config) {
     return fail(invalid_argument("Docker plugin socket '" + config->docker_plugin_socket +
                                  "' must be an absolute path"));
   if (config->device_dir.empty() || config->device_dir[0] != '/')
-    return fail(invalid_argument("device dir '" + config->device_dir +
-                                 "' must be an absolute path"));
+    return fail(
+        invalid_argument("device dir '" + config->device_dir + "' must be an absolute path"));
   if (!config->nbd_socket.empty() && config->nbd_socket[0] != '/')
     return fail(
         invalid_argument("NBD socket '" + config->nbd_socket + "' must be an absolute path"));

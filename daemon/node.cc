@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "daemon/nbd_loop_frontend.h"
+#include "daemon/systemd_notify.h"
 #include "daemon/ublk_frontend.h"
 
 namespace pxd::daemon {
@@ -88,8 +89,17 @@ Result<std::unique_ptr<Node>> Node::start(const Config& config) {
       PXD_TRY(uint64_t size, default_pool_size(config.data_dir));
       options.devices.push_back({config.data_dir + "/" + default_pool_file(), size});
     } else {
-      for (const auto& p : config.pools) options.devices.push_back({p.path, p.size_bytes});
+      for (const auto& p : config.pools) options.devices.push_back({p.path, p.size_bytes, p.thick});
     }
+    // Writing a thick pool file takes about a second per GiB: say how far it is, and keep
+    // systemd from timing the start out meanwhile.
+    options.progress = [](const std::string& path, uint64_t done, uint64_t total) {
+      std::string text = "writing thick pool file " + path + ": " + format_size(done) + " of " +
+                         format_size(total);
+      PXD_LOG(kInfo) << text;
+      notify_status(text);
+      notify_extend_timeout(60ULL * 1000 * 1000);
+    };
     PXD_TRY(pool, Pool::create(meta, options));
     PoolUsage u = pool->usage();
     PXD_LOG(kInfo) << "created pool " << u.uuid << " in " << config.data_dir << ": "
@@ -158,7 +168,8 @@ NodeView Node::status() {
           .count());
   PoolUsage u = pool_->usage();
   auto frontend = attachments_->preferred_frontend();
-  n.frontend = frontend.has_value() ? frontend.value() : "none (" + frontend.error().message() + ")";
+  n.frontend =
+      frontend.has_value() ? frontend.value() : "none (" + frontend.error().message() + ")";
   n.nbd_socket = config_.nbd_socket;
   n.docker_plugin_socket = config_.docker_plugin_socket;
   n.volumes = u.volumes;
@@ -234,8 +245,7 @@ Result<VolumeView> Node::update(const std::string& name, uint64_t size_bytes, co
     Status grown = attachments_->resize(name, info.size_bytes);
     if (!grown.is_ok()) {
       PXD_LOG(kWarn) << "volume '" << name << "' grew to " << format_size(info.size_bytes)
-                     << " but its attached device still shows the old size: "
-                     << grown.message();
+                     << " but its attached device still shows the old size: " << grown.message();
     }
   }
   if (labels) {
@@ -249,8 +259,7 @@ Status Node::delete_volume(const std::string& name, bool force) {
   if (info.is_snapshot)
     return invalid_argument("'" + name + "' is a snapshot; use snapshot delete");
   if (attachments_->find(name)) {
-    if (!force)
-      return busy("volume '" + name + "' is attached; detach it first or use --force");
+    if (!force) return busy("volume '" + name + "' is attached; detach it first or use --force");
     PXD_RETURN_IF_ERROR(attachments_->detach(name, true));
     wait_closed(name);
   }
@@ -285,8 +294,7 @@ Result<std::vector<VolumeView>> Node::list_snapshots(const std::string& volume) 
 Status Node::delete_snapshot(const std::string& name) {
   PXD_TRY(ObjectInfo info, pool_->inspect(name));
   if (!info.is_snapshot) return invalid_argument("'" + name + "' is a volume, not a snapshot");
-  if (attachments_->find(name))
-    return busy("snapshot '" + name + "' is attached; detach it first");
+  if (attachments_->find(name)) return busy("snapshot '" + name + "' is attached; detach it first");
   PXD_RETURN_IF_ERROR(pool_->remove(name));
   PXD_LOG(kInfo) << "deleted snapshot " << name;
   return Status::ok();

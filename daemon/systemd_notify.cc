@@ -16,6 +16,9 @@ void notify_stopping() {
 void notify_watchdog() {
   sd_notify(0, "WATCHDOG=1");
 }
+void notify_extend_timeout(uint64_t usec) {
+  sd_notify(0, ("EXTEND_TIMEOUT_USEC=" + std::to_string(usec)).c_str());
+}
 
 uint64_t watchdog_usec() {
   uint64_t usec = 0;

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <random>
 
+#include "common/units.h"
 #include "proto/control.capnp.h"
 #include "tests/integration/process.h"
 #include "tests/support/temp_dir.h"
@@ -182,6 +183,22 @@ TEST_CASE("a user outside root and group pxd is refused even if the socket is op
   CHECK(hello(pxd.socket()) == 0);
 }
 
+TEST_CASE("a thick pool device is written whole at creation, and says how far it is") {
+  TempDir dir;
+  const std::string thick = dir / "thick.img";
+  PxdProcess pxd(dir.path(), PxdOptions{{"--pool", thick + ":64M:thick"}, {}, true});
+  REQUIRE_MESSAGE(pxd.start(), pxd.log());
+  CHECK(pxd.log().find("writing thick pool file " + thick + ": 63 MiB of 63 MiB") !=
+        std::string::npos);
+  CHECK(pxd.stop() == 0);
+  struct stat st;
+  REQUIRE(::stat(thick.c_str(), &st) == 0);
+  CHECK(static_cast<uint64_t>(st.st_blocks) * 512 >= 63 * kMiB);
+  // The test's other pool file stays sparse.
+  REQUIRE(::stat((dir / "pool0.img").c_str(), &st) == 0);
+  CHECK(static_cast<uint64_t>(st.st_blocks) * 512 < 64 * kMiB);
+}
+
 TEST_CASE("every documented config key is accepted; typos and bad values are named") {
   TempDir dir;
   std::string conf = dir / "pxd.conf";
@@ -189,7 +206,7 @@ TEST_CASE("every documented config key is accepted; typos and bad values are nam
     std::ofstream f(conf);
     f << "data_dir = \"" << (dir / "data") << "\"\n"
       << "control_socket = \"" << (dir / "run/pxd.sock") << "\"\n"
-      << "pools = [\"" << (dir / "p0.img") << ":2G\"]\n"
+      << "pools = [\"" << (dir / "p0.img") << ":2G\", \"" << (dir / "p1.img") << ":1G:thick\"]\n"
       << "node_name = \"n1\"\n"
       << "labels = { zone = \"z1\", rack = \"r1\" }\n"
       << "log_level = \"debug\"\n"
@@ -217,6 +234,8 @@ TEST_CASE("every documented config key is accepted; typos and bad values are nam
            {"log_level = \"loud\"\n", "log_level"},
            {"pools = \"/x\"\n", "pools"},
            {"pools = [\"relative.img\"]\n", "absolute path"},
+           {"pools = [\"/x.img:2G:thik\"]\n", "PATH[:SIZE][:thick]"},
+           {"pools = [\"/x.img:0:thick\"]\n", "size zero"},
            {"chunk_size = \"12Q\"\n", "12Q"},
            {"shutdown_timeout_seconds = -3\n", "shutdown_timeout_seconds"},
            {"labels = [1]\n", "labels"},
