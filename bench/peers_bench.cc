@@ -29,6 +29,9 @@ extern char** environ;
 namespace pxd::bench {
 namespace {
 
+// The peer whose I/O goes through the page cache (see run_peers): reported, not a goal.
+constexpr const char* kPageCachePeer = "nbdkit-file";
+
 struct PeersParams {
   double seconds = 3;  // per case, target and round
   int rounds = 2;
@@ -501,6 +504,10 @@ void run_peers(const BenchOptions& options, Report& report) {
   for (const Case& c : cases) {
     const std::string unit = c.small() ? "IOPS" : "MiB/s";
     const double mine = median(value[c.name][pxd]);
+    // The goals are judged against the peers that, like pxd, do O_DIRECT I/O (the issue's
+    // "same caching for all"). nbdkit's file plugin cannot (1.32: cache=none is page-cache
+    // I/O plus fadvise, so it has the kernel's readahead and write-back): its rows stand
+    // apart, without a goal.
     std::string best;
     double best_value = 0, best_latency = 0;
     Row row;
@@ -512,6 +519,7 @@ void run_peers(const BenchOptions& options, Report& report) {
       const std::string& peer = targets[i]->name();
       double v = median(value[c.name][peer]);
       row.extra[peer] = v;
+      if (peer == kPageCachePeer) continue;
       if (v > best_value) {
         best_value = v;
         best = peer;
@@ -525,6 +533,16 @@ void run_peers(const BenchOptions& options, Report& report) {
     row.goal = Goal::kRatioAtLeast;
     row.goal_value = 1.0;
     report.add(row);
+    if (value[c.name].count(kPageCachePeer)) {
+      Row k;
+      k.bench = "peers";
+      k.name = c.name + "-vs-page-cache";
+      k.pxd = mine;
+      k.baseline = median(value[c.name][kPageCachePeer]);
+      k.baseline_name = kPageCachePeer;
+      k.unit = unit;
+      report.add(k);
+    }
 
     if (c.rw == "randwrite") {
       Row q;
@@ -544,7 +562,7 @@ void run_peers(const BenchOptions& options, Report& report) {
       l.name = c.name + "-latency";
       l.pxd = median(latency[c.name][pxd]);
       l.baseline = best_latency;
-      l.baseline_name = "best peer";
+      l.baseline_name = "best O_DIRECT peer";
       l.unit = "us";
       l.goal = Goal::kPxdBelow;
       l.goal_value = best_latency * 1.10;
