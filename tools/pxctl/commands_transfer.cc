@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "common/units.h"
 #include "tools/pxctl/args.h"
@@ -30,13 +32,22 @@ std::string nbd_socket_of(Session& s) {
   return socket;
 }
 
+// Removes the volume an import made. The copy that wrote it has just been stopped, and pxd
+// lets its NBD connection go only once it sees the socket close: while the volume is still
+// open (busy), try again for a while.
 void delete_volume(Session& s, const std::string& name) {
-  auto request = s.client().control().deleteVolumeRequest();
-  request.setName(name);
-  request.setForce(true);
-  try {
-    s.client().call(request);
-  } catch (const CommandError&) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    auto request = s.client().control().deleteVolumeRequest();
+    request.setName(name);
+    request.setForce(true);
+    try {
+      s.client().call(request);
+      return;
+    } catch (const CommandError& e) {
+      if (e.exit_code() != kExitConflict || std::chrono::steady_clock::now() > deadline) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
 
