@@ -188,6 +188,11 @@ void ChunkAllocator::finish_refill() {
   for (auto& w : waiters) w();
 }
 
+bool ChunkAllocator::refill_running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return refill_running_;
+}
+
 ChunkAllocator::Usage ChunkAllocator::usage() const {
   std::lock_guard<std::mutex> lock(mu_);
   Usage u;

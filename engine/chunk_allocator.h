@@ -85,6 +85,7 @@ class ChunkAllocator {
   // Refill finished (whether or not it added chunks): clears the running flag and runs
   // waiters that can now proceed or must see kNoSpace.
   void finish_refill();
+  bool refill_running() const;
 
   struct Usage {
     uint64_t capacity = 0;    // chunks

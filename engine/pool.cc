@@ -67,8 +67,12 @@ Pool::~Pool() {
   }
   // Reserved chunks were never written: they are clean, so a clean close need not leave
   // them for the next open to zero, and their preallocated file space goes back.
-  // Let a refill that is still queued finish first, so its chunks are released too.
-  state_->writer().run_and_wait([] {});
+  // Let a refill that is still queued finish first, so its chunks are released too (it
+  // queues its pieces one behind the other, so wait until the last one is in).
+  for (int i = 0; i < 1000; ++i) {
+    state_->writer().run_and_wait([] {});
+    if (!state_->allocator().refill_running()) break;
+  }
   std::vector<uint64_t> reserve = state_->allocator().reserve_snapshot();
   if (!reserve.empty() && state_->writer().health().is_ok()) {
     state_->writer().run_and_wait([&] { state_->release_preallocation(reserve); });
