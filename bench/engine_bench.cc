@@ -160,7 +160,8 @@ void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTar
   if (p.wants_any({"freshwrite-4k-qd1", "freshwrite-4k-qd32"})) {
     // Chunks for the warm-up and every round at both depths, and a full reserve.
     const uint64_t capacity =
-        (p.fresh_warmup_ops + p.fresh_ops_qd1 + p.fresh_ops_qd32 + 5120) * kDefaultChunkSize;
+        (p.fresh_warmup_ops + p.fresh_ops_qd1 + p.fresh_ops_qd32 + p.fresh_thick_spare) *
+        kDefaultChunkSize;
     ScratchDir dir(scratch, "fresh-thick-");
     progress("engine: writing a thick pool file of " + format_size(capacity));
     BenchPool pool(dir.path(), capacity, kDefaultChunkSize, "", /*thick=*/true);
@@ -249,6 +250,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.fresh_capacity = 128 * kGiB;
     p.fresh_ops_qd1 = 300;
     p.fresh_ops_qd32 = 1500;
+    p.fresh_thick_spare = 1024;
     p.extents = 100000;
     p.clones = 2;
     p.shm_size = 128 * kMiB;
@@ -262,6 +264,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.fresh_capacity = 16 * kGiB;
     p.fresh_ops_qd1 = 100;
     p.fresh_ops_qd32 = 500;
+    p.fresh_thick_spare = 512;
     p.chain = {0, 4, 16};
     p.extents = 4096;
     p.snapshot_creates = 20;

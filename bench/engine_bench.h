@@ -34,6 +34,7 @@ struct EngineParams {
   uint64_t fresh_ops_qd1 = 2000;
   uint64_t fresh_ops_qd32 = 6000;
   uint64_t fresh_warmup_ops = 256;
+  uint64_t fresh_thick_spare = 5120;  // chunks of the thick pool beyond the writes: a reserve
   std::vector<uint32_t> chain = {0, 16, 256};
   uint64_t extents = 1000000;  // section 3
   int snapshot_creates = 200;
