@@ -133,7 +133,9 @@ Result<std::unique_ptr<PoolDevice>> PoolDevice::create(const std::string& path, 
         errno != EOPNOTSUPP)
       return errno_status(errno, "allocate pool file " + path);
     if (::fallocate(dev->fd_, kFallocWriteZeroes, kDeviceHeaderBytes,
-                    static_cast<off_t>(data_bytes)) != 0) {
+                    static_cast<off_t>(data_bytes)) == 0) {
+      if (progress) progress(data_bytes, data_bytes);
+    } else {
       if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENODEV)
         return errno_status(errno, "write zeros over pool file " + path);
       PXD_RETURN_IF_ERROR(dev->write_zeros(kDeviceHeaderBytes, data_bytes, progress));

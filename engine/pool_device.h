@@ -49,7 +49,8 @@ class PoolDevice {
   // costs the filesystem nothing (a sparse file allocates blocks, or converts unwritten
   // extents, in its journal on every first write). Chunks freed later are zeroed without
   // giving their space back (write-zeroes where the filesystem has it, else zero-range,
-  // which keeps them allocated but unwritten). `progress` hears how far the writing is.
+  // which keeps them allocated but unwritten). `progress` hears how far the writing is
+  // (at least once, at the end).
   static Result<std::unique_ptr<PoolDevice>> create(const std::string& path, uint64_t file_size,
                                                     DeviceHeader header,
                                                     const DeviceProgress& progress = {});
