@@ -19,14 +19,24 @@ link=$(ctl host attach c)
 answers "$link" 0 || fail "warm-up cycle: no answer"
 ctl host detach c >/dev/null
 read -r threads0 fds0 < <(pxd_counts)
+names0=$(pxd_thread_names)
 for i in $(seq "$cycles"); do
   link=$(ctl host attach c)
   answers "$link" "$i" || fail "cycle $i: $link does not answer"
   ctl host detach c >/dev/null
 done
-read -r threads fds < <(pxd_counts)
+# A thread still on its way out is not a leak: give the counts up to 3 s to settle.
+for _ in $(seq 30); do
+  read -r threads fds < <(pxd_counts)
+  [ "$threads" = "$threads0" ] && [ "$fds" = "$fds0" ] && break
+  sleep 0.1
+done
 echo "cycles: $cycles, pxd threads $threads0 -> $threads, fds $fds0 -> $fds"
-[ "$threads" = "$threads0" ] && [ "$fds" = "$fds0" ] || fail "threads or descriptors leaked"
+if [ "$threads" != "$threads0" ] || [ "$fds" != "$fds0" ]; then
+  echo "pxd threads before: $names0"
+  echo "pxd threads after:  $(pxd_thread_names)"
+  fail "threads or descriptors leaked"
+fi
 ls /dev/ublkb* /dev/ublkc* 2>/dev/null && fail "ublk device nodes left"
 [ -z "$("$UBLK_TOOL" --list)" ] || fail "devices left: $("$UBLK_TOOL" --list)"
 

@@ -123,3 +123,8 @@ ublk_state_is() { [ "$(ublk_state "$1")" = "$2" ]; }
 pxd_counts() {
   echo "$(ls "/proc/$PXD_PID/task" | wc -l) $(ls "/proc/$PXD_PID/fd" | wc -l)"
 }
+
+# pxd_thread_names: the running pxd's threads by name, with counts, on one line.
+pxd_thread_names() {
+  cat /proc/"$PXD_PID"/task/*/comm | sort | uniq -c | tr -s ' \n' ' '
+}
