@@ -28,6 +28,7 @@ struct PeersParams {
   // Random writes into fresh space: volume and qcow2 image this large (thin/sparse; large
   // enough that nearly every write in the run lands where nothing was written before).
   uint64_t fresh_size = 256ULL << 30;
+  std::vector<uint32_t> fresh_depths = {1, 32};
 
   static PeersParams from(const BenchOptions& o) {
     PeersParams p;
@@ -41,6 +42,7 @@ struct PeersParams {
       p.rounds = 1;
       p.size = 64ULL << 20;
       p.fresh_size = 16ULL << 30;
+      p.fresh_depths = {1};
       p.snapshots = 4;
       p.only_cases = {"randread-4k-qd32-c1", "randwrite-4k-qd1-c1", "write-1m-qd32-c4"};
     }
@@ -327,10 +329,9 @@ void run_peers(const BenchOptions& options, Report& report) {
 
   // Random writes into fresh space, against qcow2 where it must allocate clusters: new
   // targets for every round (written space is no longer fresh), the order alternating.
-  for (uint32_t depth : {1u, 32u}) {
+  for (uint32_t depth : p.fresh_depths) {
     const std::string name = "randwrite-4k-qd" + std::to_string(depth) + "-c1-fresh";
     if (!options.only.empty() && name.find(options.only) == std::string::npos) continue;
-    if (!p.only_cases.empty() && depth != 1) continue;
     std::vector<double> mine, theirs, mine_lat, their_lat;
     for (int round = 0; round < p.rounds; ++round) {
       progress("round " + std::to_string(round + 1) + ": " + name);
