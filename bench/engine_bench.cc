@@ -254,6 +254,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.extents = 100000;
     p.clones = 2;
     p.shm_size = 128 * kMiB;
+    p.fresh_cpu_ops = 5000;
     p.memory_write = 256 * kMiB;
     p.memory_volume = 16 * kGiB;
   }
@@ -272,6 +273,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.clone_writes = 50;
     p.history_writes = 100;
     p.shm_size = 32 * kMiB;
+    p.fresh_cpu_ops = 500;
     p.memory_write = 16 * kMiB;
     p.memory_volume = 1 * kGiB;
   }
@@ -322,7 +324,7 @@ void run_engine(const BenchOptions& options, Report& report) {
                    "read-qd1-max-lat-during-list"}))
     bench_large_volume_snapshots(p, scratch.path(), report, small);
   if (p.wants_any({"cpu-randread-4k-qd32", "cpu-overwrite-4k-qd32", "cpu-engine-randread-4k-qd32",
-                   "cpu-engine-overwrite-4k-qd32"}))
+                   "cpu-engine-overwrite-4k-qd32", "cpu-freshwrite-4k-qd32"}))
     bench_cpu(p, report);
   if (p.wants_any({"metadata-per-used", "metadata-per-written", "memory-per-gib-used",
                    "memory-per-gib-written"}))

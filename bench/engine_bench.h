@@ -42,6 +42,7 @@ struct EngineParams {
   uint64_t clone_writes = 500;         // random 4 KiB writes into each clone
   uint64_t history_writes = 2000;      // into the large volume after its snapshots
   uint64_t shm_size = 256ULL << 20;    // section 4
+  uint64_t fresh_cpu_ops = 20000;      // section 4: fresh writes into a RAM-backed pool
   uint64_t memory_write = 1ULL << 30;  // section 5
   uint64_t memory_volume = 64ULL << 30;
 

@@ -256,6 +256,42 @@ void bench_large_volume_snapshots(const EngineParams& p, const std::string& scra
   add_stall_rows(report, "list", counted_stall, list_extra);
 }
 
+// What a first write into thin space costs in CPU: each 4 KiB write into a new volume of
+// a RAM-backed pool lands in a chunk of its own, so each takes a chunk from the reserve
+// and commits its extent. Where the disk is fast, this is what bounds fresh writes at
+// high queue depth. No goal: the engine's goal is for I/O that needs no metadata change.
+void bench_cpu_fresh(const EngineParams& p, const std::string& shm, RawFile& raw,
+                     Report& report) {
+  progress("engine: cpu-freshwrite-4k-qd32");
+  const uint64_t capacity = (p.fresh_cpu_ops + p.fresh_warmup_ops + 8192) * kDefaultChunkSize;
+  BenchPool pool(shm + "/fresh-pool", capacity);  // sparse on tmpfs: 4 KiB of RAM a write
+  VolumeTarget volume(pool.create_volume("cpu-fresh", capacity));
+  LoadSpec warm;
+  warm.op = IoOp::kWrite;
+  warm.pattern = Pattern::kStrided;
+  warm.queue_depth = 32;
+  warm.seconds = 0;
+  warm.stride_bytes = pool.chunk_size();
+  warm.max_ops = p.fresh_warmup_ops;  // grows the allocation reserve
+  run_load_checked(volume, warm, "warm up the allocation reserve");
+  LoadSpec spec = warm;
+  spec.pattern = Pattern::kScattered;
+  spec.stride_bytes = pool.chunk_size();
+  spec.first_index = p.fresh_warmup_ops;
+  spec.max_ops = p.fresh_cpu_ops;
+  LoadResult x = run_load_checked(volume, spec, "pxd fresh writes on /dev/shm");
+  LoadSpec same = warm;
+  same.pattern = Pattern::kRandom;
+  same.max_ops = p.fresh_cpu_ops;
+  LoadResult r = run_load_checked(raw, same, "raw writes on /dev/shm");
+  Row row = raw_row("cpu-freshwrite-4k-qd32", x.cpu_us_per_op(), r.cpu_us_per_op(), "us/op");
+  row.baseline_name = std::string(kRawBaselineName) + "-shm";
+  row.extra["pxd_iops"] = x.iops();
+  row.extra["baseline_iops"] = r.iops();
+  row.extra["ops"] = x.ops;
+  report.add(row);
+}
+
 // Section 4. getrusage counts every thread of the process (the metadata thread, RocksDB's,
 // io_uring's workers), so this is all the CPU an I/O costs, kernel copy included; the
 // raw file on the same tmpfs shows the part that is not the engine's.
@@ -280,6 +316,7 @@ void bench_cpu(const EngineParams& p, Report& report) {
 
   for (IoOp op : {IoOp::kRead, IoOp::kWrite}) {
     std::string what = op == IoOp::kRead ? "randread-4k-qd32" : "overwrite-4k-qd32";
+    if (!p.wants("cpu-" + what) && !p.wants("cpu-engine-" + what)) continue;
     progress("engine: cpu-" + what);
     LoadSpec spec;
     spec.op = op;
@@ -297,6 +334,7 @@ void bench_cpu(const EngineParams& p, Report& report) {
         with_goal(pxd_row("cpu-engine-" + what, x.cpu_us_per_op() - r.cpu_us_per_op(), "us/op"),
                   kEngineCpuGoalUs));
   }
+  if (p.wants("cpu-freshwrite-4k-qd32")) bench_cpu_fresh(p, shm->path(), *raw, report);
 }
 
 // Section 5, in a subprocess (see memory_probe.h).
