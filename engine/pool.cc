@@ -76,8 +76,11 @@ Pool::~Pool() {
   std::vector<uint64_t> reserve = state_->allocator().reserve_snapshot();
   if (!reserve.empty() && state_->writer().health().is_ok()) {
     state_->writer().run_and_wait([&] { state_->release_preallocation(reserve); });
+  }
+  std::vector<uint64_t> runs = state_->runs_within(reserve);
+  if (!runs.empty() && state_->writer().health().is_ok()) {
     metadb::MetaBatch batch;
-    for (uint64_t c : reserve) batch.delete_dirty(c);
+    for (uint64_t id : runs) batch.delete_reserved_run(id);
     Status s = state_->writer().commit_and_wait(std::move(batch), true);
     if (!s.is_ok()) PXD_LOG(kError) << "releasing the allocation reserve failed: " << s;
   }
@@ -214,6 +217,26 @@ Status Pool::load() {
     }
     return Status::ok();
   }));
+  // Reserved runs are all settled here: their unreferenced chunks are zeroed like dirty
+  // ones, then every run record goes.
+  std::vector<uint64_t> runs;
+  uint64_t last_run = 0;
+  PXD_RETURN_IF_ERROR(store.for_each_reserved_run([&](const metadb::ReservedRun& run) -> Status {
+    if (run.first_chunk + run.count > alloc.capacity_chunks())
+      return corruption("reserved run " + std::to_string(run.id) + " (chunks " +
+                        std::to_string(run.first_chunk) + " + " + std::to_string(run.count) +
+                        ") is beyond the pool's " + std::to_string(alloc.capacity_chunks()));
+    for (uint64_t c = run.first_chunk; c < run.first_chunk + run.count; ++c) {
+      if (alloc.references(c) == 0) dirty_unreferenced.push_back(c);
+    }
+    runs.push_back(run.id);
+    last_run = std::max(last_run, run.id);
+    return Status::ok();
+  }));
+  state_->set_first_run_id(last_run + 1);
+  std::sort(dirty_unreferenced.begin(), dirty_unreferenced.end());
+  dirty_unreferenced.erase(std::unique(dirty_unreferenced.begin(), dirty_unreferenced.end()),
+                           dirty_unreferenced.end());
   for (const auto& [id, rec] : objects_) {
     if (rec.kind != metadb::ObjectKind::kVolume) continue;
     Tree* tree = state_->tree(id);
@@ -231,7 +254,7 @@ Status Pool::load() {
     PXD_LOG(kInfo) << "zeroing " << dirty_unreferenced.size()
                    << " chunks an unclean shutdown left allocated but unreferenced";
   }
-  PXD_RETURN_IF_ERROR(state_->reclaim_at_open(dirty_unreferenced));
+  PXD_RETURN_IF_ERROR(state_->reclaim_at_open(dirty_unreferenced, runs));
   // History no snapshot sees (a crash inside a snapshot delete) is garbage: collect it.
   metadb::MetaBatch unseen;
   std::vector<uint64_t> freed;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 
 #include "common/log.h"
 
@@ -216,7 +217,41 @@ void PoolState::reclaim_on_thread() {
     PXD_LOG(kError) << "reclaiming " << ready.size() << " chunks failed: " << status;
     return;
   }
+  // A chunk whose copy failed before its extent committed leaves its run only now.
+  for (uint64_t c : ready) settle_reserved(c);
   allocator_->finish_reclaim(ready);
+}
+
+void PoolState::settle_reserved(uint64_t chunk) {
+  uint64_t finished;
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    auto it = run_of_chunk_.find(chunk);
+    if (it == run_of_chunk_.end()) return;
+    finished = it->second;
+    run_of_chunk_.erase(it);
+    auto run = run_remaining_.find(finished);
+    if (--run->second > 0) return;
+    run_remaining_.erase(run);
+  }
+  metadb::MetaBatch batch;
+  batch.delete_reserved_run(finished);
+  writer_->commit(std::move(batch), false, nullptr);
+}
+
+std::vector<uint64_t> PoolState::runs_within(const std::vector<uint64_t>& reserve) const {
+  std::unordered_set<uint64_t> clean(reserve.begin(), reserve.end());
+  std::lock_guard<std::mutex> lock(runs_mu_);
+  std::unordered_set<uint64_t> keep;
+  for (const auto& [chunk, id] : run_of_chunk_) {
+    if (!clean.count(chunk)) keep.insert(id);
+  }
+  std::vector<uint64_t> ids;
+  for (const auto& [id, remaining] : run_remaining_) {
+    if (!keep.count(id)) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 void PoolState::request_refill() {
@@ -233,19 +268,31 @@ void PoolState::refill_on_thread() {
   write_reserve_piece(std::make_shared<const std::vector<uint64_t>>(std::move(chunks)), 0);
 }
 
-// Persists the dirty records of chunks [from, from + kRefillPiece) before any data can
-// land in them: a crash before their maps commit then finds them dirty and zeroes them at
-// open. Written here, in queue order, but synced by the syncer, so that commits queued
-// behind this go on meanwhile; the chunks become allocatable only once a sync covers their
-// records. A refill of thousands of chunks is written in pieces, each queued behind the
-// commits that arrived while the one before was written: one large batch would hold every
-// first write's commit back for milliseconds.
+// Persists chunks [from, from + kRefillPiece) as reserved runs before any data can land
+// in them: a crash before their maps commit then finds them dirty and zeroes them at
+// open. One record per run of consecutive chunks, so a refill on an unfragmented pool
+// writes a record or two, and a first write's commit need not delete anything (its chunk
+// is settled in memory; see settle_reserved()). Written here, in queue order, but synced
+// by the syncer, so that commits queued behind this go on meanwhile; the chunks become
+// allocatable only once a sync covers their records. A refill is written in pieces, each
+// queued behind the commits that arrived while the one before was written: on a
+// fragmented pool a piece can be hundreds of records.
 void PoolState::write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>> chunks,
                                     size_t from) {
   const size_t to = std::min(chunks->size(), from + kRefillPiece);
   const bool last = to == chunks->size();
+  std::vector<uint64_t> sorted(chunks->begin() + from, chunks->begin() + to);
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<metadb::ReservedRun> runs;
+  for (uint64_t c : sorted) {
+    if (!runs.empty() && runs.back().first_chunk + runs.back().count == c) {
+      ++runs.back().count;
+    } else {
+      runs.push_back({next_run_id_++, c, 1});
+    }
+  }
   metadb::MetaBatch batch;
-  for (size_t i = from; i < to; ++i) batch.put_dirty((*chunks)[i]);
+  for (const auto& run : runs) batch.put_reserved_run(run);
   Status status = writer_->write_on_thread(batch);
   if (!status.is_ok()) {
     // After the pieces already handed off, whose callbacks see the failure too.
@@ -258,8 +305,16 @@ void PoolState::write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>>
   }
   writer_->after_durable(
       [this, piece = std::vector<uint64_t>(chunks->begin() + from, chunks->begin() + to),
-       last](const Status& s) {
+       runs = std::move(runs), last](const Status& s) {
         if (s.is_ok()) {
+          {
+            // Before any of them can be allocated, so that settling always finds its run.
+            std::lock_guard<std::mutex> lock(runs_mu_);
+            for (const auto& run : runs) {
+              run_remaining_[run.id] = run.count;
+              for (uint64_t i = 0; i < run.count; ++i) run_of_chunk_[run.first_chunk + i] = run.id;
+            }
+          }
           preallocate(piece);
           allocator_->add_to_reserve(piece);
         } else {
@@ -270,13 +325,15 @@ void PoolState::write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>>
   if (!last) writer_->run([this, chunks, to] { write_reserve_piece(chunks, to); });
 }
 
-Status PoolState::reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced) {
-  if (dirty_unreferenced.empty()) return Status::ok();
+Status PoolState::reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced,
+                                  const std::vector<uint64_t>& runs) {
+  if (dirty_unreferenced.empty() && runs.empty()) return Status::ok();
   std::vector<uint64_t> sorted = dirty_unreferenced;
   std::sort(sorted.begin(), sorted.end());
-  PXD_RETURN_IF_ERROR(zero_chunks_durably(sorted));
+  if (!sorted.empty()) PXD_RETURN_IF_ERROR(zero_chunks_durably(sorted));
   metadb::MetaBatch batch;
   for (uint64_t c : sorted) batch.delete_dirty(c);
+  for (uint64_t id : runs) batch.delete_reserved_run(id);
   PXD_RETURN_IF_ERROR(store_->write(batch, true));
   allocator_->finish_reclaim(sorted);
   return Status::ok();

@@ -7,7 +7,7 @@
 //
 // Thread safety: the members marked const are immutable after open; others say their
 // guard. Lock order: settle_mu_, then trees_mu_, then Tree::mu, then the allocator's, then
-// limbo_mu_ or unshared_mu_.
+// limbo_mu_, unshared_mu_ or runs_mu_.
 #pragma once
 
 #include <atomic>
@@ -92,13 +92,31 @@ class PoolState {
   // Asks the metadata thread to top up the allocation reserve if it is low.
   void request_refill();
 
+  // ---- reserved runs ----
+  // Chunks enter the reserve in runs, each persisted as one record that keeps them dirty
+  // (see doc/engine.md, "Dirty chunks and reserved runs"). A chunk of a live run is
+  // *settled* once it has left the reserve for good: its extent's batch is queued, or it
+  // was zeroed and freed. Call after queueing that batch. When it was the run's last
+  // outstanding chunk, the run's record is deleted in a batch queued now, so behind every
+  // batch that settled one of its chunks. A no-op for chunks of no live run.
+  void settle_reserved(uint64_t chunk);
+  // Ids of the live runs whose outstanding chunks are all in `reserve`: chunks that were
+  // never written, so at a clean close these records can go. (A run with a chunk
+  // elsewhere, such as one whose copy failed and is not yet zeroed, stays for the next
+  // open to clean.)
+  std::vector<uint64_t> runs_within(const std::vector<uint64_t>& reserve) const;
+  // Open time: run ids found in the store; new runs are numbered above them.
+  void set_first_run_id(uint64_t id) { next_run_id_ = id; }
+
   // ---- trees ----
   Tree* tree(uint64_t id);
   Tree* add_tree(uint64_t id);
   void remove_tree(uint64_t id);
 
-  // Zeroes every dirty, unreferenced chunk and makes it free. Open time only.
-  Status reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced);
+  // Zeroes every dirty, unreferenced chunk and makes it free, and deletes the dirty
+  // records and reserved runs (`runs`) that covered them, durably. Open time only.
+  Status reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced,
+                         const std::vector<uint64_t>& runs);
   // Gives the filesystem back the space preallocated for chunks that were never written
   // (the reserve at a clean close). They read as zeros before and after. REQUIRES: on
   // the metadata thread (a run() job), with no refill waiting for its sync (after a
@@ -150,6 +168,11 @@ class PoolState {
   std::atomic<uint64_t> limbo_count_{0};
   std::atomic<bool> reclaim_scheduled_{false};
   bool preallocate_failed_ = false;  // metadata sync thread only
+
+  uint64_t next_run_id_ = 1;  // metadata thread only (refills), after open
+  mutable std::mutex runs_mu_;  // leaf
+  std::unordered_map<uint64_t, uint64_t> run_of_chunk_;    // GUARDED_BY(runs_mu_): outstanding
+  std::unordered_map<uint64_t, uint64_t> run_remaining_;  // GUARDED_BY(runs_mu_): by run id
 
   // Last: its thread runs jobs that use everything above, and stops first.
   std::unique_ptr<MetaWriter> writer_;

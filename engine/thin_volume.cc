@@ -416,14 +416,17 @@ void ThinVolume::queue_commit(PendingChange* p) {
     pool_.end_live_entry(tree_, p->chunk_index, p->old_birth, p->old_chunk, p->birth, batch,
                          p->freed);
   }
+  uint64_t settled = kNoChunk;
   if (p->kind != PendingChange::Kind::kUnmap) {
     batch.put_extent({tree_.id, p->chunk_index, p->birth}, {p->new_chunk, metadb::kLiveGeneration});
-    batch.delete_dirty(p->new_chunk);
+    settled = p->new_chunk;  // p may be gone once its batch is queued
   }
   // Sequence numbers are handed out in queue order; under the tree lock, so last_commit
   // only grows.
   tree_.last_commit = pool_.writer().commit(std::move(batch), false,
                                             [this, p](const Status& s) { finalize_change(p, s); });
+  // The chunk's reserved run stops covering it only behind this batch (settle_reserved).
+  if (settled != kNoChunk) pool_.settle_reserved(settled);
 }
 
 // Runs on the metadata thread once the change's batch is written (or failed).

@@ -93,6 +93,7 @@ Status locked_by(const std::string& dir, pid_t pid) {
 struct StoreState {
   PoolRecord pool;
   uint64_t next_id = 0;
+  uint32_t version = kFormatVersion;
 };
 
 Result<std::string> get_required(rocksdb::DB* db, const std::string& key, std::string_view what) {
@@ -113,6 +114,7 @@ Result<StoreState> load_state(rocksdb::DB* db) {
                        " is newer than this pxd supports (" + std::to_string(kFormatVersion) + ")");
   }
   StoreState state;
+  state.version = version;
   PXD_TRY(std::string pool, get_required(db, records::pool_key(), "pool record"));
   PXD_TRY(state.pool, records::decode_pool(pool));
   PXD_TRY(std::string next_id, get_required(db, records::next_id_key(), "next-id record"));
@@ -198,6 +200,14 @@ void MetaBatch::put_dirty(uint64_t pool_chunk) {
 
 void MetaBatch::delete_dirty(uint64_t pool_chunk) {
   (void)rep_->batch.Delete(records::dirty_key(pool_chunk));
+}
+
+void MetaBatch::put_reserved_run(const ReservedRun& run) {
+  (void)rep_->batch.Put(records::reserved_run_key(run.id), records::encode_reserved_run(run));
+}
+
+void MetaBatch::delete_reserved_run(uint64_t run_id) {
+  (void)rep_->batch.Delete(records::reserved_run_key(run_id));
 }
 
 void MetaBatch::append(MetaBatch&& other) {
@@ -382,6 +392,17 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir,
   // Read again from the instance that will serve: it is the one whose view is current.
   Result<StoreState> state = load_state(db.get());
   if (state.has_error()) return state.error().with_context(dir);
+  if (state.value().version < kFormatVersion) {
+    // Version 1 differs only by having no reserved runs: marking it current is the whole
+    // upgrade. Synced, so that an older pxd refuses the store from now on.
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rocksdb::WriteBatch upgrade;
+    (void)upgrade.Put(records::format_key(), records::encode_format(kFormatVersion));
+    s = db->Write(wo, &upgrade);
+    if (!s.ok()) return from_rocksdb(s, "upgrade metadata format of " + dir);
+    state.value().version = kFormatVersion;
+  }
 
   auto rep = std::make_unique<Rep>(std::move(lock), std::move(gate), std::move(env), std::move(db),
                                    std::move(state).value());
@@ -484,6 +505,16 @@ Status MetaStore::for_each_dirty(const std::function<Status(uint64_t pool_chunk)
                                            std::to_string(value.size()) + " bytes, expected 0");
                        }
                        return visit(chunk);
+                     });
+}
+
+Status MetaStore::for_each_reserved_run(
+    const std::function<Status(const ReservedRun&)>& visit) const {
+  return scan_family(rep_->db.get(), records::kReservedRunPrefix,
+                     [&](std::string_view key, std::string_view value) -> Status {
+                       PXD_TRY(uint64_t id, records::decode_reserved_run_key(key));
+                       PXD_TRY(ReservedRun run, records::decode_reserved_run(id, value));
+                       return visit(run);
                      });
 }
 

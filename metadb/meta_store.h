@@ -29,7 +29,9 @@ namespace pxd::metadb {
 
 // The on-disk format this build reads and writes. Do not change the meaning of existing
 // versions; bump it when the encoding changes and teach open() to read the old one.
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2 added reserved runs ('R'); open() upgrades a version 1 store in place (it
+// has none, so only the format record changes).
+inline constexpr uint32_t kFormatVersion = 2;
 
 // An extent entry's death generation while it is still the live mapping.
 inline constexpr uint32_t kLiveGeneration = UINT32_MAX;
@@ -41,6 +43,15 @@ struct ExtentKey {
   uint64_t chunk_index = 0;
   uint32_t birth = 0;
   auto operator<=>(const ExtentKey&) const = default;
+};
+// Chunks [first_chunk, first_chunk + count) were handed to the allocation reserve: any of
+// them that no extent names may hold data of a write whose extent never committed, and
+// is zeroed before it is free (doc/engine.md, "Dirty chunks and reserved runs").
+struct ReservedRun {
+  uint64_t id = 0;
+  uint64_t first_chunk = 0;
+  uint64_t count = 0;
+  bool operator==(const ReservedRun&) const = default;
 };
 struct ExtentValue {
   uint64_t pool_chunk = 0;
@@ -104,6 +115,8 @@ class MetaBatch {
   void delete_extent(const ExtentKey& key);
   void put_dirty(uint64_t pool_chunk);
   void delete_dirty(uint64_t pool_chunk);
+  void put_reserved_run(const ReservedRun& run);
+  void delete_reserved_run(uint64_t run_id);
 
   // Moves every change of `other` after this batch's own; `other` is left empty.
   void append(MetaBatch&& other);
@@ -151,6 +164,7 @@ class MetaStore {
   Status for_each_extent(
       const std::function<Status(const ExtentKey&, const ExtentValue&)>& visit) const;
   Status for_each_dirty(const std::function<Status(uint64_t pool_chunk)>& visit) const;
+  Status for_each_reserved_run(const std::function<Status(const ReservedRun&)>& visit) const;
 
   // Bytes the store occupies on disk (SST files, logs, manifest).
   uint64_t disk_bytes() const;

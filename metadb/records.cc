@@ -332,6 +332,42 @@ Result<uint64_t> decode_dirty_key(std::string_view key) {
   return get_be(key, 1, 8);
 }
 
+std::string reserved_run_key(uint64_t run_id) {
+  std::string out(1, kReservedRunPrefix);
+  put_be(&out, run_id, 8);
+  return out;
+}
+
+std::string encode_reserved_run(const ReservedRun& run) {
+  std::string out;
+  put_le(&out, run.first_chunk, 8);
+  put_le(&out, run.count, 8);
+  return out;
+}
+
+Result<uint64_t> decode_reserved_run_key(std::string_view key) {
+  if (key.size() != kReservedRunKeySize || key[0] != kReservedRunPrefix) {
+    return corruption("reserved-run key '" + hex(key) + "' (hex): expected " +
+                      std::to_string(kReservedRunKeySize) + " bytes");
+  }
+  return get_be(key, 1, 8);
+}
+
+Result<ReservedRun> decode_reserved_run(uint64_t run_id, std::string_view value) {
+  const std::string what = "reserved run " + std::to_string(run_id);
+  if (value.size() != kReservedRunValueSize)
+    return bad_size(what, value.size(), kReservedRunValueSize);
+  ReservedRun run;
+  run.id = run_id;
+  run.first_chunk = get_le(value, 0, 8);
+  run.count = get_le(value, 8, 8);
+  if (run.count == 0) return corruption(what + ": count is 0");
+  if (run.first_chunk + run.count < run.first_chunk)
+    return corruption(what + ": chunks " + std::to_string(run.first_chunk) + " + " +
+                      std::to_string(run.count) + " overflow");
+  return run;
+}
+
 std::string describe_extent(const ExtentKey& key) {
   return "(tree " + std::to_string(key.tree) + ", chunk " + std::to_string(key.chunk_index) +
          ", birth " + std::to_string(key.birth) + ")";

@@ -24,6 +24,7 @@ inline constexpr char kNextIdPrefix = 'I';
 inline constexpr char kObjectPrefix = 'O';
 inline constexpr char kExtentPrefix = 'E';
 inline constexpr char kDirtyPrefix = 'D';
+inline constexpr char kReservedRunPrefix = 'R';  // format version 2
 
 inline constexpr std::string_view kFormatMagic = "pxd-metadb";
 inline constexpr size_t kFormatValueSize = kFormatMagic.size() + 4;
@@ -31,6 +32,8 @@ inline constexpr size_t kObjectKeySize = 1 + 8;
 inline constexpr size_t kExtentKeySize = 1 + 8 + 8 + 4;
 inline constexpr size_t kExtentValueSize = 8 + 4;
 inline constexpr size_t kDirtyKeySize = 1 + 8;
+inline constexpr size_t kReservedRunKeySize = 1 + 8;
+inline constexpr size_t kReservedRunValueSize = 8 + 8;
 inline constexpr size_t kNextIdValueSize = 8;
 
 // Singleton records.
@@ -63,6 +66,13 @@ Result<ExtentValue> decode_extent_value(const ExtentKey& key, std::string_view v
 // Dirty chunks: 'D' + pool_chunk, empty value.
 std::string dirty_key(uint64_t pool_chunk);
 Result<uint64_t> decode_dirty_key(std::string_view key);
+
+// Reserved runs: 'R' + run id; the value is first chunk and count.
+std::string reserved_run_key(uint64_t run_id);
+std::string encode_reserved_run(const ReservedRun& run);
+Result<uint64_t> decode_reserved_run_key(std::string_view key);
+// Checks count > 0 and that the run does not wrap; the pool's bounds are the caller's.
+Result<ReservedRun> decode_reserved_run(uint64_t run_id, std::string_view value);
 
 // "(tree 3, chunk 5, birth 2)": how messages name an extent key.
 std::string describe_extent(const ExtentKey& key);

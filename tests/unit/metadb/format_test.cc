@@ -53,18 +53,20 @@ TEST_CASE("keys and values are laid out as doc/format.md says") {
     batch.put_extent({3, 5, 2}, {9, kLiveGeneration});
     batch.put_extent({0x0102030405060708, 0x1112131415161718, 0x21222324}, {0x0a0b, 7});
     batch.put_dirty(258);
+    batch.put_reserved_run({5, 0x0102, 300});
     batch.put_next_id(18);
     REQUIRE(store->write(batch, true).is_ok());
   }
   auto raw = testing::raw_contents(tmp.store());
   std::map<std::string, std::string> want_fixed = {
-      {"F", kMagic + le(1, 4)},
+      {"F", kMagic + le(2, 4)},
       {"I", le(18, 8)},
       {"E" + be(3, 8) + be(5, 8) + be(2, 4), le(9, 8) + le(0xffffffff, 4)},
       {"E" + std::string("\x01\x02\x03\x04\x05\x06\x07\x08", 8) +
            std::string("\x11\x12\x13\x14\x15\x16\x17\x18", 8) + std::string("\x21\x22\x23\x24", 4),
        std::string("\x0b\x0a\0\0\0\0\0\0", 8) + std::string("\x07\0\0\0", 4)},
       {"D" + be(258, 8), ""},
+      {"R" + be(5, 8), le(0x0102, 8) + le(300, 8)},
   };
   for (const auto& [key, value] : want_fixed) {
     INFO("key of " << key.size() << " bytes starting '" << key[0] << "'");
@@ -118,8 +120,27 @@ TEST_CASE("a newer format version is kUnsupported and changes no file") {
   REQUIRE(r.has_error());
   CHECK(r.error().code() == StatusCode::kUnsupported);
   CHECK(r.error().message().find(
-            "metadata format version 99 is newer than this pxd supports (1)") != std::string::npos);
+            "metadata format version 99 is newer than this pxd supports (2)") != std::string::npos);
   CHECK(snapshot_files(tmp.store()) == before);
+}
+
+TEST_CASE("a version 1 store opens, keeps its records, and is marked version 2") {
+  TempDir tmp;
+  {
+    auto store = MetaStore::create(tmp.store(), sample_pool()).value();
+    MetaBatch batch;
+    batch.put_object(sample_volume(17));
+    batch.put_extent({17, 5, 1}, {9, kLiveGeneration});
+    batch.put_dirty(4);
+    REQUIRE(store->write(batch, true).is_ok());
+  }
+  raw_put(tmp.store(), "F", kMagic + le(1, 4));  // what a version 1 pxd wrote
+  auto before = testing::raw_contents(tmp.store());
+  { auto store = must_open(tmp.store()); }
+  auto after = testing::raw_contents(tmp.store());
+  CHECK(after["F"] == kMagic + le(2, 4));
+  after["F"] = before["F"];
+  CHECK(after == before);
 }
 
 TEST_CASE("a missing or garbled format record is kCorruption and changes no file") {
@@ -262,6 +283,34 @@ TEST_CASE("a malformed extent or dirty record ends the scan with kCorruption nam
   Status s = store->for_each_dirty([](uint64_t) { return Status::ok(); });
   CHECK(s.code() == StatusCode::kCorruption);
   CHECK(s.message() == "dirty chunk 9: value is 1 bytes, expected 0");
+  store.reset();
+  raw_delete(tmp.store(), "D" + be(9, 8));
+
+  struct Case {
+    std::string value;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{le(1, 8), "reserved run 7: value is 8 bytes, expected 16"},
+           Case{le(1, 8) + le(0, 8), "reserved run 7: count is 0"},
+           Case{le(UINT64_MAX, 8) + le(2, 8),
+                "reserved run 7: chunks 18446744073709551615 + 2 overflow"},
+       }) {
+    raw_put(tmp.store(), "R" + be(7, 8), c.value);
+    auto again = must_open(tmp.store());
+    Status r = again->for_each_reserved_run([](const ReservedRun&) { return Status::ok(); });
+    CHECK(r.code() == StatusCode::kCorruption);
+    CHECK(r.message() == c.message);
+  }
+  raw_put(tmp.store(), "R" + be(7, 8), le(3, 8) + le(2, 8));
+  std::vector<ReservedRun> runs;
+  CHECK(must_open(tmp.store())
+            ->for_each_reserved_run([&](const ReservedRun& r) {
+              runs.push_back(r);
+              return Status::ok();
+            })
+            .is_ok());
+  CHECK(runs == std::vector<ReservedRun>{{7, 3, 2}});
 }
 
 TEST_CASE("damage RocksDB detects is kCorruption") {
