@@ -250,7 +250,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.fresh_capacity = 128 * kGiB;
     p.fresh_ops_qd1 = 300;
     p.fresh_ops_qd32 = 1500;
-    p.fresh_thick_spare = 1024;
+    p.fresh_thick_spare = 4096;
     p.extents = 100000;
     p.clones = 2;
     p.shm_size = 128 * kMiB;

@@ -5,8 +5,10 @@
 
 namespace pxd {
 
-ChunkAllocator::ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts, size_t max_reserve)
-    : max_reserve_batch_(std::clamp<size_t>(max_reserve, 64, 4096)) {
+ChunkAllocator::ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts, size_t max_reserve,
+                               size_t initial_reserve)
+    : max_reserve_batch_(std::clamp<size_t>(max_reserve, 64, 16384)),
+      reserve_batch_(std::clamp<size_t>(initial_reserve, 64, max_reserve_batch_)) {
   for (uint64_t count : device_chunk_counts) {
     bases_.push_back(total_);
     total_ += count;
@@ -127,6 +129,7 @@ bool ChunkAllocator::wants_refill() {
 std::vector<uint64_t> ChunkAllocator::take_for_reserve() {
   std::lock_guard<std::mutex> lock(mu_);
   refill_running_ = true;
+  grew_in_refill_ = false;
   std::vector<uint64_t> out;
   size_t target = reserve_target();
   size_t max = target > reserve_.size() ? target - reserve_.size() : 0;
@@ -154,6 +157,10 @@ void ChunkAllocator::add_to_reserve(const std::vector<uint64_t>& chunks) {
   std::vector<std::function<void()>> waiters;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!grew_in_refill_ && reserve_.size() < reserve_batch_ / 4) {
+      reserve_batch_ = std::min(max_reserve_batch_, reserve_batch_ * 2);
+      grew_in_refill_ = true;
+    }
     reserve_.insert(reserve_.end(), chunks.begin(), chunks.end());
     in_refill_ -= chunks.size();
     if (!chunks.empty()) waiters.swap(waiters_);

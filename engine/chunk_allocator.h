@@ -31,11 +31,13 @@ inline constexpr uint64_t kNoChunk = UINT64_MAX;
 
 class ChunkAllocator {
  public:
-  // device_chunk_counts[d] is the number of chunks of device d. The reserve starts at 64
-  // chunks and doubles each time callers had to wait for it, up to max_reserve (clamped
-  // to [64, 4096]).
+  // device_chunk_counts[d] is the number of chunks of device d. The reserve starts at
+  // initial_reserve chunks and doubles, up to max_reserve (both clamped to [64, 16384]), each time callers had
+  // to wait for it, and when a refill lands with the reserve below a quarter of its size
+  // (it barely kept up: each refill costs a metadata sync, so a reserve that drains fast
+  // should be refilled in fewer, larger steps).
   explicit ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts,
-                          size_t max_reserve = 4096);
+                          size_t max_reserve = 4096, size_t initial_reserve = 64);
 
   uint64_t capacity_chunks() const { return total_; }
   // Device index and chunk number within it.
@@ -115,6 +117,7 @@ class ChunkAllocator {
   uint64_t reclaiming_ = 0;                     // GUARDED_BY(mu_)
   uint64_t in_refill_ = 0;                      // GUARDED_BY(mu_): taken, not yet reserved
   bool refill_running_ = false;                 // GUARDED_BY(mu_)
+  bool grew_in_refill_ = false;                 // GUARDED_BY(mu_): at most once per refill
   size_t reserve_batch_ = 64;                   // GUARDED_BY(mu_): grows when callers wait
   std::vector<std::function<void()>> waiters_;  // GUARDED_BY(mu_)
 };

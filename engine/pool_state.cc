@@ -22,7 +22,13 @@ PoolState::PoolState(std::unique_ptr<metadb::MetaStore> store,
     dio_alignment_ = std::max(dio_alignment_, d->direct_io_alignment());
   }
   // The reserve is preallocated in pool files (see preallocate()): bound it in bytes too.
-  allocator_ = std::make_unique<ChunkAllocator>(counts, kMaxReserveBytes / chunk_size_);
+  bool preallocates = false;
+  for (auto& d : devices_) preallocates = preallocates || (!d->is_block_device() && !d->thick());
+  // Where the reserve costs no space it starts at a quarter of its maximum, so that even a
+  // new pool's first burst of writes into thin space syncs for a refill only every few
+  // thousand chunks.
+  const uint64_t max_reserve = (preallocates ? kMaxReserveBytes : kMaxReserveBytesUnbacked) / chunk_size_;
+  allocator_ = std::make_unique<ChunkAllocator>(counts, max_reserve, preallocates ? 64 : max_reserve / 4);
   writer_ = std::make_unique<MetaWriter>(store_.get());
 }
 
