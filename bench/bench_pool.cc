@@ -28,8 +28,8 @@ std::shared_ptr<Volume> BenchPool::create_volume(const std::string& name, uint64
   return check(pool_->open_volume(name), "open volume " + name);
 }
 
-void BenchPool::wait_for_reclaim() {
-  for (int i = 0; i < 5000 && pool_->usage().reclaiming_bytes != 0; ++i) ::usleep(1000);
+void BenchPool::wait_for_reclaim(int seconds) {
+  for (int i = 0; i < seconds * 1000 && pool_->usage().reclaiming_bytes != 0; ++i) ::usleep(1000);
 }
 
 std::string ram_dir(const std::string& fallback) {

@@ -28,8 +28,8 @@ class BenchPool {
   uint32_t chunk_size() const { return chunk_size_; }
   // Creates a volume of `size` bytes (block size 4096) and opens it.
   std::shared_ptr<Volume> create_volume(const std::string& name, uint64_t size);
-  // Waits (bounded) until chunks freed by I/O have been zeroed and are free again.
-  void wait_for_reclaim();
+  // Waits (at most `seconds`) until freed chunks have been zeroed and are free again.
+  void wait_for_reclaim(int seconds = 5);
 
  private:
   uint32_t chunk_size_;

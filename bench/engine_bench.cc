@@ -251,6 +251,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.fresh_ops_qd1 = 300;
     p.fresh_ops_qd32 = 1500;
     p.fresh_thick_spare = 4096;
+    p.delete_chunks = 1024;
     p.extents = 100000;
     p.clones = 2;
     p.shm_size = 128 * kMiB;
@@ -266,6 +267,7 @@ EngineParams EngineParams::from(const BenchOptions& o) {
     p.fresh_ops_qd1 = 100;
     p.fresh_ops_qd32 = 500;
     p.fresh_thick_spare = 512;
+    p.delete_chunks = 64;
     p.chain = {0, 4, 16};
     p.extents = 4096;
     p.snapshot_creates = 20;
@@ -306,6 +308,7 @@ SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch,
     }
   }
   bench_fresh_writes(p, scratch, *raw, report);
+  bench_delete_stall(p, scratch, report);
   bool chain = false;
   for (uint32_t n : p.chain) chain = chain || p.wants("randread-4k-qd32-snap" + std::to_string(n));
   if (!chain) return {};

@@ -11,12 +11,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "bench/bench.h"
+#include "bench/load.h"
 
 namespace pxd::bench {
 
@@ -37,6 +39,7 @@ struct EngineParams {
   uint64_t fresh_ops_qd32 = 16000;
   uint64_t fresh_warmup_ops = 256;
   uint64_t fresh_thick_spare = 16384;  // chunks of the thick pool beyond the writes: a full reserve
+  uint64_t delete_chunks = 4096;       // a volume of this many chunks is deleted under fresh writes
   std::vector<uint32_t> chain = {0, 16, 256};
   uint64_t extents = 1000000;  // section 3
   int snapshot_creates = 200;
@@ -80,5 +83,15 @@ void bench_metadata_memory(const EngineParams& p, const std::string& self,
 
 // A row of the engine bench comparing pxd to the raw baseline.
 Row raw_row(const std::string& name, double pxd, double raw, const std::string& unit);
+
+struct ReadStall {
+  LoadResult during;  // the load while `action` ran
+  LoadResult quiet;   // the same load, as long, with nothing else running
+};
+// `load` (default: random 4 KiB reads at queue depth 1) on a thread of its own while the
+// calling thread runs `action`, then as long again alone; latencies recorded.
+ReadStall measure_read_stall(VolumeTarget& volume, const std::function<void()>& action,
+                             const LoadSpec& load = {});
+void bench_delete_stall(const EngineParams& p, const std::string& scratch, Report& report);
 
 }  // namespace pxd::bench

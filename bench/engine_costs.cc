@@ -56,18 +56,16 @@ std::vector<double> time_snapshots(BenchPool& pool, const std::string& volume, i
   return ms;
 }
 
-struct ReadStall {
-  LoadResult during;  // reads while `action` ran
-  LoadResult quiet;   // the same reads, as long, with nothing else running
-};
+}  // namespace
 
-// Random reads at queue depth 1 on a thread of their own while this thread runs
-// `action`, then as long again alone: a control operation that holds the volume's lock
-// shows as a stall of the reads.
-ReadStall measure_read_stall(VolumeTarget& volume, const std::function<void()>& action) {
+// Random reads at queue depth 1 (or `load`) on a thread of their own while this thread
+// runs `action`, then as long again alone: a control operation that holds the volume's
+// lock shows as a stall of the reads.
+ReadStall measure_read_stall(VolumeTarget& volume, const std::function<void()>& action,
+                             const LoadSpec& load) {
   ReadStall stall;
   std::atomic<bool> stop{false};
-  LoadSpec reads;
+  LoadSpec reads = load;
   reads.record_latencies = true;
   reads.stop = &stop;
   std::exception_ptr reader_error;
@@ -95,15 +93,16 @@ ReadStall measure_read_stall(VolumeTarget& volume, const std::function<void()>& 
   return stall;
 }
 
+namespace {
+
 void add_stall_rows(Report& report, const std::string& what, const ReadStall& stall,
-                    const nlohmann::ordered_json& extra) {
+                    const nlohmann::ordered_json& extra, const std::string& load = "read-qd1-") {
   for (double pct : {99.9, 100.0}) {
-    Row row =
-        pxd_row(std::string("read-qd1-") + (pct == 100 ? "max" : "p99.9") + "-lat-during-" + what,
-                percentile(stall.during.latencies_us, pct), "us");
+    Row row = pxd_row(load + (pct == 100 ? "max" : "p99.9") + "-lat-during-" + what,
+                      percentile(stall.during.latencies_us, pct), "us");
     row.baseline = percentile(stall.quiet.latencies_us, pct);
     row.baseline_name = "pxd-quiet";
-    row.extra["reads"] = stall.during.ops;
+    row.extra["requests"] = stall.during.ops;
     for (const auto& [k, v] : extra.items()) row.extra[k] = v;
     report.add(row);
   }
@@ -260,8 +259,7 @@ void bench_large_volume_snapshots(const EngineParams& p, const std::string& scra
 // a RAM-backed pool lands in a chunk of its own, so each takes a chunk from the reserve
 // and commits its extent. Where the disk is fast, this is what bounds fresh writes at
 // high queue depth. No goal: the engine's goal is for I/O that needs no metadata change.
-void bench_cpu_fresh(const EngineParams& p, const std::string& shm, RawFile& raw,
-                     Report& report) {
+void bench_cpu_fresh(const EngineParams& p, const std::string& shm, RawFile& raw, Report& report) {
   progress("engine: cpu-freshwrite-4k-qd32");
   const uint64_t capacity = (p.fresh_cpu_ops + p.fresh_warmup_ops + 8192) * kDefaultChunkSize;
   BenchPool pool(shm + "/fresh-pool", capacity);  // sparse on tmpfs: 4 KiB of RAM a write
@@ -290,6 +288,42 @@ void bench_cpu_fresh(const EngineParams& p, const std::string& shm, RawFile& raw
   row.extra["baseline_iops"] = r.iops();
   row.extra["ops"] = x.ops;
   report.add(row);
+}
+
+// First writes into thin space (one per chunk, QD1) while another volume of the same
+// pool is deleted: its chunks are zeroed (holes punched, the device synced) and freed.
+// Those first writes each commit an extent on the metadata thread, so this shows whether
+// the reclaim holds that thread up.
+void bench_delete_stall(const EngineParams& p, const std::string& scratch, Report& report) {
+  if (!p.wants_any(
+          {"freshwrite-qd1-p99.9-lat-during-delete", "freshwrite-qd1-max-lat-during-delete"}))
+    return;
+  progress("engine: fresh writes while a volume is deleted");
+  ScratchDir dir(scratch, "delete-");
+  const uint64_t capacity = (p.delete_chunks + 2 * p.fresh_ops_qd1 + 16384) * kDefaultChunkSize;
+  BenchPool pool(dir.path(), capacity);
+  {
+    VolumeTarget doomed(pool.create_volume("doomed", p.delete_chunks * kDefaultChunkSize));
+    fill_sequential(doomed, p.delete_chunks * kDefaultChunkSize, "fill the volume to delete");
+  }
+  VolumeTarget fresh(pool.create_volume("fresh", capacity));
+  LoadSpec writes;
+  writes.op = IoOp::kWrite;
+  writes.pattern = Pattern::kScattered;
+  writes.stride_bytes = pool.chunk_size();
+  writes.max_ops = p.fresh_ops_qd1;  // and stopped when the delete is done
+  // The delete returns once its batch is durable; its chunks are zeroed in the background
+  // once no request that started before it is in flight. Both belong to the action.
+  ReadStall stall = measure_read_stall(
+      fresh,
+      [&] {
+        check(pool->remove("doomed"), "delete");
+        pool.wait_for_reclaim(60);
+      },
+      writes);
+  add_stall_rows(report, "delete", stall,
+                 {{"deleted_chunks", p.delete_chunks}, {"delete_seconds", stall.during.seconds}},
+                 "freshwrite-qd1-");
 }
 
 // Section 4. getrusage counts every thread of the process (the metadata thread, RocksDB's,

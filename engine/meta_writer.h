@@ -10,9 +10,9 @@
 // queued item needs durability (a commit with `sync`, a sync(), a run() job's
 // after_durable()), the writer writes what comes before it and hands the syncer "durable up
 // to here, then run this". The syncer takes every hand-off waiting, syncs once if any of
-// them is not durable yet, and runs their callbacks in hand-off order. (One run() job
-// still syncs on the writer: the reclaimer, before it zeroes freed chunks; see
-// PoolState.)
+// them is not durable yet, and runs their callbacks in hand-off order. (Nothing syncs on
+// the writer: the reclaimer too waits for durability through after_durable(), and zeroes
+// chunks on a thread of its own; see PoolState.)
 //
 // Callbacks: done(status) of a commit without sync runs on the writer, right after its
 // write; every other callback (commits with sync, sync(), after_durable()) runs on the

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <unordered_set>
 
 #include "common/log.h"
@@ -27,14 +28,29 @@ PoolState::PoolState(std::unique_ptr<metadb::MetaStore> store,
   // Where the reserve costs no space it starts at a quarter of its maximum, so that even a
   // new pool's first burst of writes into thin space syncs for a refill only every few
   // thousand chunks.
-  const uint64_t max_reserve = (preallocates ? kMaxReserveBytes : kMaxReserveBytesUnbacked) / chunk_size_;
-  allocator_ = std::make_unique<ChunkAllocator>(counts, max_reserve, preallocates ? 64 : max_reserve / 4);
+  const uint64_t max_reserve =
+      (preallocates ? kMaxReserveBytes : kMaxReserveBytesUnbacked) / chunk_size_;
+  allocator_ =
+      std::make_unique<ChunkAllocator>(counts, max_reserve, preallocates ? 64 : max_reserve / 4);
+  reclaimer_ = std::make_unique<WorkThread>("pxd-reclaim");
   writer_ = std::make_unique<MetaWriter>(store_.get());
 }
 
 PoolState::~PoolState() {
+  drain_reclaims();
   // Stop the metadata thread (it drains its queue) before anything it uses goes away.
   writer_.reset();
+}
+
+void PoolState::drain_reclaims() {
+  // A reclaim moves from the writer to the syncer to the reclaimer and back to the
+  // writer: each round lets every step run what the one before handed it.
+  while (reclaims_in_flight_.load(std::memory_order_acquire) > 0) {
+    writer_->run_and_wait([] {});
+    std::promise<void> idle;
+    reclaimer_->post([&idle] { idle.set_value(); });
+    idle.get_future().wait();
+  }
 }
 
 void PoolState::end_live_entry(Tree& tree, uint64_t chunk_index, uint32_t birth,
@@ -133,12 +149,16 @@ void PoolState::schedule_reclaim() {
   if (reclaim_scheduled_.exchange(true)) return;
   writer_->run([this] {
     reclaim_scheduled_.store(false);
-    reclaim_on_thread();
+    reclaim_on_thread([] {});
   });
 }
 
 void PoolState::reclaim_and_wait() {
-  writer_->run_and_wait([this] { reclaim_on_thread(); });
+  std::promise<void> reclaimed;
+  writer_->run([this, &reclaimed] { reclaim_on_thread([&reclaimed] { reclaimed.set_value(); }); });
+  reclaimed.get_future().wait();
+  // A reclaim scheduled before this one may have taken the chunks and still be zeroing.
+  drain_reclaims();
 }
 
 Status PoolState::for_each_run(std::vector<uint64_t> chunks,
@@ -189,7 +209,7 @@ void PoolState::release_preallocation(const std::vector<uint64_t>& chunks) {
   if (!status.is_ok()) PXD_LOG(kWarn) << "releasing preallocated pool file space: " << status;
 }
 
-void PoolState::reclaim_on_thread() {
+void PoolState::reclaim_on_thread(std::function<void()> done) {
   uint64_t oldest = UINT64_MAX;
   {
     std::lock_guard<std::mutex> trees_lock(trees_mu_);
@@ -207,25 +227,50 @@ void PoolState::reclaim_on_thread() {
     limbo_.erase(keep, limbo_.end());
     limbo_count_.store(limbo_.size(), std::memory_order_relaxed);
   }
-  if (ready.empty()) return;
-  std::sort(ready.begin(), ready.end());
-  // The batches that dropped these chunks must be durable before the data goes: a crash
-  // could otherwise bring back a map that points at a zeroed chunk.
-  Status status = store_->sync();
-  if (status.is_ok()) status = zero_chunks_durably(ready);
-  if (status.is_ok()) {
-    metadb::MetaBatch batch;
-    for (uint64_t c : ready) batch.delete_dirty(c);
-    status = writer_->write_on_thread(batch);
-  }
-  if (!status.is_ok()) {
-    // They stay dirty on disk and are zeroed at the next open; not free until then.
-    PXD_LOG(kError) << "reclaiming " << ready.size() << " chunks failed: " << status;
+  if (ready.empty()) {
+    done();
     return;
   }
-  // A chunk whose copy failed before its extent committed leaves its run only now.
-  for (uint64_t c : ready) settle_reserved(c);
-  allocator_->finish_reclaim(ready);
+  std::sort(ready.begin(), ready.end());
+  reclaims_in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  auto chunks = std::make_shared<const std::vector<uint64_t>>(std::move(ready));
+  auto finish = [this, chunks, done = std::move(done)](const Status& status) {
+    if (!status.is_ok()) {
+      // They stay dirty on disk and are zeroed at the next open; not free until then.
+      PXD_LOG(kError) << "reclaiming " << chunks->size() << " chunks failed: " << status;
+    } else {
+      // A chunk whose copy failed before its extent committed leaves its run only now.
+      for (uint64_t c : *chunks) settle_reserved(c);
+      allocator_->finish_reclaim(*chunks);
+    }
+    done();
+    reclaims_in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+  };
+  // Three steps, so that neither the commits queued on this thread nor the syncer wait
+  // for hole punches and device syncs:
+  // 1. the batches that dropped these chunks must be durable before the data goes (a
+  //    crash could otherwise bring back a map that points at a zeroed chunk): the
+  //    syncer says when, and hands over to the reclaimer;
+  // 2. the reclaimer zeroes the chunks and syncs their devices;
+  // 3. back here, in queue order, their dirty records go and they become free.
+  writer_->after_durable([this, chunks, finish](const Status& durable) mutable {
+    if (!durable.is_ok()) {
+      writer_->run([finish, durable]() mutable { finish(durable); });
+      return;
+    }
+    reclaimer_->post([this, chunks, finish]() mutable {
+      Status zeroed = zero_chunks_durably(*chunks);
+      writer_->run([this, chunks, finish, zeroed]() mutable {
+        Status status = zeroed;
+        if (status.is_ok()) {
+          metadb::MetaBatch batch;
+          for (uint64_t c : *chunks) batch.delete_dirty(c);
+          status = writer_->write_on_thread(batch);
+        }
+        finish(status);
+      });
+    });
+  });
 }
 
 void PoolState::settle_reserved(uint64_t chunk) {

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/work_thread.h"
 #include "engine/chunk_allocator.h"
 #include "engine/meta_writer.h"
 #include "engine/pool_device.h"
@@ -88,7 +89,8 @@ class PoolState {
   // Hands chunks whose last reference is committed as gone to the reclaimer. Call after
   // the commit, once no map points at them any more.
   void retire(const std::vector<uint64_t>& chunks);
-  // Tries to reclaim now, on the metadata thread, and waits for that attempt.
+  // Tries to reclaim now and waits for that attempt and every one still running: the
+  // chunks they took are free when this returns. Control path only (it blocks).
   void reclaim_and_wait();
   // Called when the oldest request of a tree finishes: retired chunks may now be free.
   void maybe_reclaim() {
@@ -130,7 +132,11 @@ class PoolState {
 
  private:
   void schedule_reclaim();
-  void reclaim_on_thread();
+  // Starts reclaiming the retired chunks no request can still touch; done() runs once
+  // they are free (or the attempt failed), on the metadata thread. REQUIRES: on it.
+  void reclaim_on_thread(std::function<void()> done);
+  // Waits until no reclaim is between its steps. REQUIRES: no tree lock held.
+  void drain_reclaims();
   void refill_on_thread();
   void write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>> chunks, size_t from);
   static constexpr size_t kRefillPiece = 256;
@@ -172,13 +178,16 @@ class PoolState {
   std::vector<std::pair<uint64_t, uint64_t>> limbo_;  // GUARDED_BY(limbo_mu_): (tag, chunk)
   std::atomic<uint64_t> limbo_count_{0};
   std::atomic<bool> reclaim_scheduled_{false};
+  std::atomic<uint64_t> reclaims_in_flight_{0};
   bool preallocate_failed_ = false;  // metadata sync thread only
 
-  uint64_t next_run_id_ = 1;  // metadata thread only (refills), after open
+  uint64_t next_run_id_ = 1;    // metadata thread only (refills), after open
   mutable std::mutex runs_mu_;  // leaf
-  std::unordered_map<uint64_t, uint64_t> run_of_chunk_;    // GUARDED_BY(runs_mu_): outstanding
+  std::unordered_map<uint64_t, uint64_t> run_of_chunk_;   // GUARDED_BY(runs_mu_): outstanding
   std::unordered_map<uint64_t, uint64_t> run_remaining_;  // GUARDED_BY(runs_mu_): by run id
 
+  // Zeroes reclaimed chunks (hole punches, device syncs), off the metadata thread.
+  std::unique_ptr<WorkThread> reclaimer_;
   // Last: its thread runs jobs that use everything above, and stops first.
   std::unique_ptr<MetaWriter> writer_;
 };

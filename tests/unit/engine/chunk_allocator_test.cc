@@ -67,7 +67,8 @@ TEST_CASE("a refill that lands with the reserve nearly dry makes the reserve gro
   a.finish_load({});
   uint64_t c = kNoChunk;
   auto take = [&](int n) {
-    for (int i = 0; i < n; ++i) REQUIRE(a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kOk);
+    for (int i = 0; i < n; ++i)
+      REQUIRE(a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kOk);
   };
   auto refill = [&] {
     REQUIRE(a.wants_refill());
@@ -76,10 +77,10 @@ TEST_CASE("a refill that lands with the reserve nearly dry makes the reserve gro
     a.finish_refill();
     return chunks.size();
   };
-  CHECK(refill() == 64);  // landed on an empty reserve: the target grows to 128
-  take(14);               // 50 left, below half
-  CHECK(refill() == 78);  // landed on 50 of 128, above a quarter: no growth
-  take(100);              // 28 left
+  CHECK(refill() == 64);   // landed on an empty reserve: the target grows to 128
+  take(14);                // 50 left, below half
+  CHECK(refill() == 78);   // landed on 50 of 128, above a quarter: no growth
+  take(100);               // 28 left
   CHECK(refill() == 100);  // landed on 28, below a quarter: the target grows to 256
   take(70);
   CHECK(refill() == 256 - 58);

@@ -1,7 +1,6 @@
 // Opening a pool whose metadata or devices are damaged fails, names the problem, and
 // changes nothing.
 #include <doctest/doctest.h>
-
 #include <fcntl.h>
 #include <unistd.h>
 
