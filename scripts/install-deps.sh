@@ -7,7 +7,7 @@ packages=(
   capnproto libcapnp-dev libsodium-dev libnbd-dev libcli11-dev libtomlplusplus-dev libsystemd-dev
   fio util-linux e2fsprogs xfsprogs jq
   libnbd-bin nbdkit fuse3 libblkid-dev
-  qemu-utils python3-libnbd
+  qemu-utils python3-libnbd dmsetup
   qemu-system-x86 cpio kmod xz-utils
   systemd dpkg-dev file help2man
   docker.io busybox-static

@@ -17,7 +17,15 @@
 // Threads: IO_THREADS (1 or 2) ring threads, each with its own IoRing and QUEUE_DEPTH
 // requests in flight; optionally one control thread. They share the block state under
 // `mu`; the journal has its own lock.
+//
+// With PXD_CRASH_DM_MARK=NAME set (the power-cut test, tests/vm/powercut.sh), the pool is
+// on a filesystem over the dm log-writes device NAME, and after each successful flush has
+// been journaled the child puts the mark "pxd-flush-<seq>" into that device's log (what
+// `dmsetup message NAME 0 mark ...` does, without a process per flush): a replay of the
+// log up to that mark is a power cut after the flush completed.
 #include <fcntl.h>
+#include <linux/dm-ioctl.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -74,6 +82,34 @@ class JournalWriter {
   int fd_ = -1;
 };
 
+// Puts marks into a dm log-writes device's log through the device-mapper control node.
+class DmMarker {
+ public:
+  explicit DmMarker(std::string device) : device_(std::move(device)) {
+    if (device_.size() >= DM_NAME_LEN) die("dm device name too long: " + device_);
+    fd_ = ::open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+    if (fd_ < 0) die(std::string("open /dev/mapper/control: ") + std::strerror(errno));
+  }
+  // REQUIRES: the flush `seq` completed and its kFlushDone record is in the journal.
+  void mark(uint64_t seq) {
+    alignas(8) char buf[sizeof(dm_ioctl) + sizeof(dm_target_msg) + 64] = {};
+    auto* io = reinterpret_cast<dm_ioctl*>(buf);
+    io->version[0] = DM_VERSION_MAJOR;
+    io->data_size = sizeof(buf);
+    io->data_start = sizeof(dm_ioctl);
+    std::memcpy(io->name, device_.data(), device_.size());
+    auto* msg = reinterpret_cast<dm_target_msg*>(buf + sizeof(dm_ioctl));
+    std::snprintf(msg->message, sizeof(buf) - sizeof(dm_ioctl) - sizeof(dm_target_msg),
+                  "mark pxd-flush-%llu", static_cast<unsigned long long>(seq));
+    if (::ioctl(fd_, DM_TARGET_MSG, io) != 0)
+      die("dm mark on " + device_ + ": " + std::strerror(errno));
+  }
+
+ private:
+  std::string device_;
+  int fd_ = -1;
+};
+
 struct ChildVolume {
   std::string name;
   std::shared_ptr<Volume> handle;
@@ -91,6 +127,7 @@ struct Shared {
   std::mutex mu;
   std::vector<ChildVolume> volumes;
   std::atomic<uint64_t> next_seq{0};
+  std::unique_ptr<DmMarker> marker;  // power-cut test only
 };
 
 // One ring thread and its requests.
@@ -237,6 +274,7 @@ class Worker {
                             .seq = s.seq,
                             .volume = v.id,
                             .arg = static_cast<uint64_t>(int64_t{result})});
+      if (result == 0 && shared_.marker) shared_.marker->mark(s.seq);
     } else if (s.kind != Kind::kRead) {
       journal.append(Record{.type = RecordType::kComplete,
                             .seq = s.seq,
@@ -354,6 +392,8 @@ int child_main(int argc, char** argv) {
   const bool snapshots = std::stoi(argv[7]) != 0;
 
   Shared shared(argv[2]);
+  if (const char* dm = std::getenv("PXD_CRASH_DM_MARK"); dm && *dm)
+    shared.marker = std::make_unique<DmMarker>(dm);
   shared.next_seq = seq_base_of_cycle(cycle);
   shared.journal.append(Record{.type = RecordType::kStart, .arg = cycle});
   auto pool = Pool::open(meta_dir);

@@ -86,7 +86,7 @@ std::string CrashModel::describe(uint64_t value) const {
 }
 
 void CrashModel::replay(uint64_t cycle, const std::vector<Record>& records, CycleReport& report,
-                        std::vector<std::string>& failures) {
+                        std::vector<std::string>& failures, size_t durable_until) {
   reset_cycle();
   end_pos_ = records.size();
   // Killed before its first record: nothing to replay, the baseline must hold as it is.
@@ -160,7 +160,7 @@ void CrashModel::replay(uint64_t cycle, const std::vector<Record>& records, Cycl
           for (uint64_t c = m.lba / kChunkBlocks; c <= (m.lba + m.count - 1) / kChunkBlocks; ++c)
             touched[m.volume][c] = static_cast<int64_t>(pos);
           completed_[m.volume].push_back(it->second);
-          if (m.op == MutationOp::kWriteFua) m.durable = true;
+          if (m.op == MutationOp::kWriteFua && pos <= durable_until) m.durable = true;
         }
         break;
       }
@@ -182,7 +182,7 @@ void CrashModel::replay(uint64_t cycle, const std::vector<Record>& records, Cycl
         auto [vol, submit_pos] = it->second;
         flushes_.erase(it);
         ++report.flushes_done;
-        if (r.arg != 0) break;
+        if (r.arg != 0 || pos > durable_until) break;
         // Everything of this volume completed before the flush was submitted is durable.
         auto& done = completed_[vol];
         size_t& covered = covered_[vol];

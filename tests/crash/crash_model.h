@@ -19,6 +19,7 @@
 // What was found becomes the next baseline. Single-threaded (the test's thread).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -65,8 +66,14 @@ class CrashModel {
 
   // Rebuilds the cycle from `records`. Problems (an inconsistent journal, or an error the
   // child saw and journaled) are appended to `failures`.
+  //
+  // A power cut (tests/vm/powercut.sh) keeps only what was flushed before the moment it
+  // struck, which is at or before the end of the journal: then only FUA writes and flushes
+  // that completed at or before record `durable_until` count as durable, while every
+  // mutation in the journal may have landed. Snapshot creates and deletes are not modelled
+  // for power cuts (that test runs without them).
   void replay(uint64_t cycle, const std::vector<Record>& records, CycleReport& report,
-              std::vector<std::string>& failures);
+              std::vector<std::string>& failures, size_t durable_until = SIZE_MAX);
   // Checks the reopened pool against the cycle replayed last; on success the content
   // found becomes the baseline of the next cycle.
   void verify(Pool& pool, CycleReport& report, std::vector<std::string>& failures);
