@@ -118,7 +118,7 @@ class ChunkAllocator {
   uint64_t in_refill_ = 0;                      // GUARDED_BY(mu_): taken, not yet reserved
   bool refill_running_ = false;                 // GUARDED_BY(mu_)
   bool grew_in_refill_ = false;                 // GUARDED_BY(mu_): at most once per refill
-  size_t reserve_batch_ = 64;                   // GUARDED_BY(mu_): grows when callers wait
+  size_t reserve_batch_;                        // GUARDED_BY(mu_): grows when callers wait
   std::vector<std::function<void()>> waiters_;  // GUARDED_BY(mu_)
 };
 

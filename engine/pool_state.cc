@@ -379,14 +379,12 @@ void PoolState::write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>>
 Status PoolState::reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced,
                                   const std::vector<uint64_t>& runs) {
   if (dirty_unreferenced.empty() && runs.empty()) return Status::ok();
-  std::vector<uint64_t> sorted = dirty_unreferenced;
-  std::sort(sorted.begin(), sorted.end());
-  if (!sorted.empty()) PXD_RETURN_IF_ERROR(zero_chunks_durably(sorted));
+  if (!dirty_unreferenced.empty()) PXD_RETURN_IF_ERROR(zero_chunks_durably(dirty_unreferenced));
   metadb::MetaBatch batch;
-  for (uint64_t c : sorted) batch.delete_dirty(c);
+  for (uint64_t c : dirty_unreferenced) batch.delete_dirty(c);
   for (uint64_t id : runs) batch.delete_reserved_run(id);
   PXD_RETURN_IF_ERROR(store_->write(batch, true));
-  allocator_->finish_reclaim(sorted);
+  allocator_->finish_reclaim(dirty_unreferenced);
   return Status::ok();
 }
 

@@ -122,6 +122,7 @@ class PoolState {
 
   // Zeroes every dirty, unreferenced chunk and makes it free, and deletes the dirty
   // records and reserved runs (`runs`) that covered them, durably. Open time only.
+  // REQUIRES: dirty_unreferenced sorted, without duplicates (finish_reclaim counts each).
   Status reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced,
                          const std::vector<uint64_t>& runs);
   // Gives the filesystem back the space preallocated for chunks that were never written
