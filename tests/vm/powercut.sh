@@ -16,7 +16,8 @@
 #     copy of the replayed device and checks the pool against the child's journal.
 # Environment: PXD_POWERCUT_SEED (replay a run: the workload and the cut points; the
 # timing still varies), PXD_POWERCUT_SECONDS (workload time, default 3),
-# PXD_POWERCUT_CHECKS (default 24). dm targets, mounts and loop devices are removed on every
+# PXD_POWERCUT_CHECKS (default 24), PXD_POWERCUT_KEEP (on a failure, copy the base image, the
+# log and the journal into the results directory). dm targets, mounts and loop devices are removed on every
 # exit path.
 set -euo pipefail
 
@@ -69,7 +70,7 @@ DATA=$(losetup -f --show "$WORK/data.img")
 LOG=$(losetup -f --show "$WORK/log.img")
 
 # 1. The filesystem and a fresh pool, then the base image.
-mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$DATA"
+mkfs.ext4 -q -b 4096 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$DATA"
 mount -t ext4 "$DATA" "$MNT"
 "$TOOL" create "$MNT/meta" "$MNT/pool0.img" "$thick" || fail "creating the pool"
 umount "$MNT"
@@ -99,7 +100,15 @@ losetup -d "$DATA"
 losetup -d "$LOG"
 
 # 3. Replay and check.
-python3 "$REPLAY" --log "$WORK/log.img" --base "$WORK/base.img" --work "$WORK" --mount "$MNT" \
-  --journal "$WORK/journal" --tool "$TOOL" --checks "$checks" --seed "$seed" --deadline 150 ||
+if ! python3 "$REPLAY" --log "$WORK/log.img" --base "$WORK/base.img" --work "$WORK" --mount "$MNT" \
+  --journal "$WORK/journal" --tool "$TOOL" --checks "$checks" --seed "$seed" --deadline 150; then
+  # The evidence, for replaying the failure outside the guest (the results share).
+  if [ -n "${PXD_POWERCUT_KEEP:-}" ] && [ -n "${PXD_VM_RESULTS:-}" ]; then
+    mkdir -p "$PXD_VM_RESULTS/powercut-evidence"
+    cp --sparse=always "$WORK/base.img" "$WORK/log.img" "$WORK/journal" "$WORK/child.out" \
+      "$PXD_VM_RESULTS/powercut-evidence/"
+    echo "powercut: base image, log, journal kept in $PXD_VM_RESULTS/powercut-evidence"
+  fi
   fail "the pool broke the durability contract at a power cut (seed $seed)"
+fi
 echo "powercut: ok"
