@@ -38,7 +38,7 @@ struct EngineParams {
   uint64_t fresh_ops_qd1 = 2000;
   uint64_t fresh_ops_qd32 = 16000;
   uint64_t fresh_warmup_ops = 256;
-  uint64_t fresh_thick_spare = 16384;  // chunks of the thick pool beyond the writes: a full reserve
+  uint64_t fresh_thick_spare = 16384;  // chunks of the thick pool beyond the writes
   uint64_t delete_chunks = 4096;       // a volume of this many chunks is deleted under fresh writes
   std::vector<uint32_t> chain = {0, 16, 256};
   uint64_t extents = 1000000;  // section 3

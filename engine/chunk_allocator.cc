@@ -7,7 +7,7 @@ namespace pxd {
 
 ChunkAllocator::ChunkAllocator(const std::vector<uint64_t>& device_chunk_counts, size_t max_reserve,
                                size_t initial_reserve)
-    : max_reserve_batch_(std::clamp<size_t>(max_reserve, 64, 16384)),
+    : max_reserve_batch_(std::clamp<size_t>(max_reserve, 64, 65536)),
       reserve_batch_(std::clamp<size_t>(initial_reserve, 64, max_reserve_batch_)) {
   for (uint64_t count : device_chunk_counts) {
     bases_.push_back(total_);

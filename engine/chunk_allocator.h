@@ -32,7 +32,7 @@ inline constexpr uint64_t kNoChunk = UINT64_MAX;
 class ChunkAllocator {
  public:
   // device_chunk_counts[d] is the number of chunks of device d. The reserve starts at
-  // initial_reserve chunks and doubles, up to max_reserve (both clamped to [64, 16384]), each time
+  // initial_reserve chunks and doubles, up to max_reserve (both clamped to [64, 65536]), each time
   // callers had to wait for it, and when a refill lands with the reserve below a quarter of its
   // size (it barely kept up: each refill costs a metadata sync, so a reserve that drains fast
   // should be refilled in fewer, larger steps).

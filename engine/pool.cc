@@ -65,6 +65,9 @@ Pool::~Pool() {
       if (n > 0) PXD_LOG(kError) << "pool closed with " << n << " open handles on object " << id;
     }
   }
+  // The reclaims still running (the zeroing an unclean shutdown left, among them) finish
+  // first: their records go in the final sync.
+  state_->drain_reclaims();
   // Reserved chunks were never written: they are clean, so a clean close need not leave
   // them for the next open to zero, and their preallocated file space goes back.
   // Let a refill that is still queued finish first, so its chunks are released too (it
@@ -250,11 +253,7 @@ Status Pool::load() {
   }
   alloc.finish_load(dirty_unreferenced);
   if (!stale.empty()) PXD_RETURN_IF_ERROR(store.write(stale, true));
-  if (!dirty_unreferenced.empty()) {
-    PXD_LOG(kInfo) << "zeroing " << dirty_unreferenced.size()
-                   << " chunks an unclean shutdown left allocated but unreferenced";
-  }
-  PXD_RETURN_IF_ERROR(state_->reclaim_at_open(dirty_unreferenced, runs));
+  state_->reclaim_at_open(std::move(dirty_unreferenced), std::move(runs));
   // History no snapshot sees (a crash inside a snapshot delete) is garbage: collect it.
   metadb::MetaBatch unseen;
   std::vector<uint64_t> freed;

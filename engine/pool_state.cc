@@ -25,13 +25,13 @@ PoolState::PoolState(std::unique_ptr<metadb::MetaStore> store,
   // The reserve is preallocated in pool files (see preallocate()): bound it in bytes too.
   bool preallocates = false;
   for (auto& d : devices_) preallocates = preallocates || (!d->is_block_device() && !d->thick());
-  // Where the reserve costs no space it starts at a quarter of its maximum, so that even a
-  // new pool's first burst of writes into thin space syncs for a refill only every few
-  // thousand chunks.
+  // Where the reserve costs no space it starts at its maximum, so that even a new pool's
+  // first burst of writes into thin space syncs for a refill only every tens of thousands
+  // of chunks.
   const uint64_t max_reserve =
-      (preallocates ? kMaxReserveBytes : kMaxReserveBytesUnbacked) / chunk_size_;
-  allocator_ =
-      std::make_unique<ChunkAllocator>(counts, max_reserve, preallocates ? 64 : max_reserve / 4);
+      preallocates ? std::min(kMaxReserveBytes / chunk_size_, kMaxReserveChunks)
+                   : std::min(kMaxReserveBytesUnbacked / chunk_size_, kMaxReserveChunksUnbacked);
+  allocator_ = std::make_unique<ChunkAllocator>(counts, max_reserve, preallocates ? 64 : max_reserve);
   reclaimer_ = std::make_unique<WorkThread>("pxd-reclaim");
   writer_ = std::make_unique<MetaWriter>(store_.get());
 }
@@ -376,16 +376,38 @@ void PoolState::write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>>
   if (!last) writer_->run([this, chunks, to] { write_reserve_piece(chunks, to); });
 }
 
-Status PoolState::reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced,
-                                  const std::vector<uint64_t>& runs) {
-  if (dirty_unreferenced.empty() && runs.empty()) return Status::ok();
-  if (!dirty_unreferenced.empty()) PXD_RETURN_IF_ERROR(zero_chunks_durably(dirty_unreferenced));
-  metadb::MetaBatch batch;
-  for (uint64_t c : dirty_unreferenced) batch.delete_dirty(c);
-  for (uint64_t id : runs) batch.delete_reserved_run(id);
-  PXD_RETURN_IF_ERROR(store_->write(batch, true));
-  allocator_->finish_reclaim(dirty_unreferenced);
-  return Status::ok();
+void PoolState::reclaim_at_open(std::vector<uint64_t> dirty_unreferenced,
+                                std::vector<uint64_t> runs) {
+  if (dirty_unreferenced.empty() && runs.empty()) return;
+  if (!dirty_unreferenced.empty()) {
+    PXD_LOG(kInfo) << "zeroing " << dirty_unreferenced.size()
+                   << " chunks an unclean shutdown left allocated but unreferenced"
+                   << " (in the background)";
+  }
+  reclaims_in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  auto chunks = std::make_shared<const std::vector<uint64_t>>(std::move(dirty_unreferenced));
+  reclaimer_->post([this, chunks, runs = std::move(runs)]() mutable {
+    Status zeroed = chunks->empty() ? Status::ok() : zero_chunks_durably(*chunks);
+    writer_->run([this, chunks, runs = std::move(runs), zeroed] {
+      // Unsynced: if a crash loses these deletes, the next open zeroes the chunks again;
+      // a chunk is referenced again only behind a refill's synced records.
+      Status status = zeroed;
+      if (status.is_ok()) {
+        metadb::MetaBatch batch;
+        for (uint64_t c : *chunks) batch.delete_dirty(c);
+        for (uint64_t id : runs) batch.delete_reserved_run(id);
+        status = writer_->write_on_thread(batch);
+      }
+      if (status.is_ok()) {
+        allocator_->finish_reclaim(*chunks);
+      } else {
+        PXD_LOG(kError) << "zeroing " << chunks->size()
+                        << " chunks left by an unclean shutdown failed, they stay unusable"
+                        << " until the next open: " << status;
+      }
+      reclaims_in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    });
+  });
 }
 
 Tree* PoolState::tree(uint64_t id) {

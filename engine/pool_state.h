@@ -29,13 +29,17 @@ namespace pxd {
 
 class PoolState {
  public:
-  // The allocation reserve holds at most this many bytes of chunks (and at most 16384
-  // chunks). A pool file that preallocates its reserve's space (a sparse file) keeps it
-  // to 4 GiB of the filesystem; on block devices and thick files the reserve costs no
-  // space, and a larger one means fewer refills, each a metadata sync (on the
-  // development VMs a sync's cache flush stalls every write for tens of ms).
+  // The allocation reserve holds at most this many bytes and chunks. A pool file that
+  // preallocates its reserve's space (a sparse file) keeps it to 4 GiB of the filesystem
+  // and 16384 chunks; on block devices and thick files the reserve costs no space (only
+  // the zeroing of its unwritten chunks after a crash, which runs in the background), and
+  // a larger one means fewer refills, each a metadata sync (on the development VMs a
+  // sync's cache flush stalls every write for tens of ms): up to 32 GiB and 65536 chunks,
+  // from the start.
   static constexpr uint64_t kMaxReserveBytes = 4ULL << 30;
-  static constexpr uint64_t kMaxReserveBytesUnbacked = 16ULL << 30;
+  static constexpr uint64_t kMaxReserveChunks = 16384;
+  static constexpr uint64_t kMaxReserveBytesUnbacked = 32ULL << 30;
+  static constexpr uint64_t kMaxReserveChunksUnbacked = 65536;
 
   PoolState(std::unique_ptr<metadb::MetaStore> store,
             std::vector<std::unique_ptr<PoolDevice>> devices);
@@ -92,6 +96,9 @@ class PoolState {
   // Tries to reclaim now and waits for that attempt and every one still running: the
   // chunks they took are free when this returns. Control path only (it blocks).
   void reclaim_and_wait();
+  // Waits until no reclaim is between its steps (nor the one open started). REQUIRES: no
+  // tree lock held.
+  void drain_reclaims();
   // Called when the oldest request of a tree finishes: retired chunks may now be free.
   void maybe_reclaim() {
     if (limbo_count_.load(std::memory_order_relaxed) > 0) schedule_reclaim();
@@ -120,11 +127,13 @@ class PoolState {
   Tree* add_tree(uint64_t id);
   void remove_tree(uint64_t id);
 
-  // Zeroes every dirty, unreferenced chunk and makes it free, and deletes the dirty
-  // records and reserved runs (`runs`) that covered them, durably. Open time only.
+  // What an unclean shutdown left, in the background: zeroes every dirty, unreferenced
+  // chunk (counted as reclaiming until then, never allocatable), deletes the dirty records
+  // and reserved runs (`runs`) that covered them, and makes the chunks free. A failure
+  // leaves them reclaiming, and the records for the next open. Open time only, after
+  // ChunkAllocator::finish_load(); reclaim_and_wait() and closing the pool wait for it.
   // REQUIRES: dirty_unreferenced sorted, without duplicates (finish_reclaim counts each).
-  Status reclaim_at_open(const std::vector<uint64_t>& dirty_unreferenced,
-                         const std::vector<uint64_t>& runs);
+  void reclaim_at_open(std::vector<uint64_t> dirty_unreferenced, std::vector<uint64_t> runs);
   // Gives the filesystem back the space preallocated for chunks that were never written
   // (the reserve at a clean close). They read as zeros before and after. REQUIRES: on
   // the metadata thread (a run() job), with no refill waiting for its sync (after a
@@ -136,8 +145,6 @@ class PoolState {
   // Starts reclaiming the retired chunks no request can still touch; done() runs once
   // they are free (or the attempt failed), on the metadata thread. REQUIRES: on it.
   void reclaim_on_thread(std::function<void()> done);
-  // Waits until no reclaim is between its steps. REQUIRES: no tree lock held.
-  void drain_reclaims();
   void refill_on_thread();
   void write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>> chunks, size_t from);
   static constexpr size_t kRefillPiece = 256;

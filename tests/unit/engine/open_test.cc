@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <vector>
 
@@ -133,6 +134,24 @@ TEST_CASE("a clean close leaves no reserved run") {
   CHECK(dump(p.meta()).find("dirty") == std::string::npos);
 }
 
+// Fills every chunk of the pool file that reads as zeros (all but the volume's) with 0xEE,
+// as data a crash left in chunks no extent names; returns those chunks.
+std::vector<uint64_t> plant_garbage(const std::string& file, uint64_t chunks) {
+  std::vector<uint64_t> planted;
+  int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  std::vector<uint8_t> buf(kTestChunk), garbage(kTestChunk, 0xEE);
+  for (uint64_t c = 0; c < chunks; ++c) {
+    off_t at = static_cast<off_t>(kDeviceHeaderBytes + c * kTestChunk);
+    REQUIRE(::pread(fd, buf.data(), buf.size(), at) == static_cast<ssize_t>(buf.size()));
+    if (!testing::all_bytes(buf, 0)) continue;  // the volume's chunk
+    REQUIRE(::pwrite(fd, garbage.data(), garbage.size(), at) == static_cast<ssize_t>(kTestChunk));
+    planted.push_back(c);
+  }
+  ::close(fd);
+  return planted;
+}
+
 // What a crash between a first write's data and its extent's commit leaves: data in a
 // chunk of a reserved run that no extent names. Open must zero it before the chunk can be
 // handed out, keep referenced chunks as they are, and drop the run.
@@ -140,20 +159,7 @@ TEST_CASE("a reserved run left by a crash is zeroed where unreferenced, then dro
   ClosedPool p;
   const std::string file = p.f.dir / "pool0.img";
   const uint64_t chunks = (std::filesystem::file_size(file) - kDeviceHeaderBytes) / kTestChunk;
-  std::vector<uint64_t> planted;
-  {
-    int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    std::vector<uint8_t> buf(kTestChunk), garbage(kTestChunk, 0xEE);
-    for (uint64_t c = 0; c < chunks; ++c) {
-      off_t at = static_cast<off_t>(kDeviceHeaderBytes + c * kTestChunk);
-      REQUIRE(::pread(fd, buf.data(), buf.size(), at) == static_cast<ssize_t>(buf.size()));
-      if (!testing::all_bytes(buf, 0)) continue;  // the volume's chunk
-      REQUIRE(::pwrite(fd, garbage.data(), garbage.size(), at) == static_cast<ssize_t>(kTestChunk));
-      planted.push_back(c);
-    }
-    ::close(fd);
-  }
+  std::vector<uint64_t> planted = plant_garbage(file, chunks);
   REQUIRE(planted.size() == chunks - 1);
   inject(p.meta(), [&](metadb::MetaBatch& b) { b.put_reserved_run({4, 0, chunks}); });
 
@@ -176,6 +182,49 @@ TEST_CASE("a reserved run left by a crash is zeroed where unreferenced, then dro
   }
   ::close(fd);
   CHECK(dump(p.meta()).find("reserved run") == std::string::npos);
+}
+
+// The zeroing runs in the background after open: until a chunk is zeroed it is counted as
+// reclaiming and never handed out, so writes into a new volume straight after the open
+// either get zeroed chunks or ENOSPC (the planted chunks are all the free space there is),
+// never one still holding another volume's data.
+TEST_CASE("chunks an unclean shutdown left are never handed out before they are zeroed") {
+  ClosedPool p;
+  const std::string file = p.f.dir / "pool0.img";
+  const uint64_t chunks = (std::filesystem::file_size(file) - kDeviceHeaderBytes) / kTestChunk;
+  REQUIRE(plant_garbage(file, chunks).size() == chunks - 1);
+  inject(p.meta(), [&](metadb::MetaBatch& b) { b.put_reserved_run({4, 0, chunks}); });
+
+  auto opened = Pool::open(p.meta());
+  REQUIRE_MESSAGE(opened.has_value(), opened.error().to_string());
+  Pool& pool = *opened.value();
+  PoolUsage u = pool.usage();
+  CHECK(u.used_bytes == kTestChunk);
+  CHECK(u.used_bytes + u.free_bytes + u.reclaiming_bytes == u.capacity_bytes);
+  REQUIRE(pool.create_volume(VolumeSpec{"w", (chunks - 1) * kTestChunk, 4096, {}, {}}).has_value());
+  auto w = pool.open_volume("w");
+  REQUIRE(w.has_value());
+  std::vector<uint8_t> mine(4096, 0x5A);
+  uint64_t written = 0, refused = 0;
+  for (uint64_t c = 0; c + 1 < chunks; ++c) {
+    int rc = p.f.io.write(*w.value(), c * kTestChunk, mine);
+    if (rc == -ENOSPC) {
+      ++refused;
+      testing::wait_for_reclaim(pool);
+      rc = p.f.io.write(*w.value(), c * kTestChunk, mine);
+    }
+    REQUIRE_MESSAGE(rc == 0, "chunk " << c << ": " << rc);
+    ++written;
+    std::vector<uint8_t> got = p.f.io.read(*w.value(), c * kTestChunk, kTestChunk);
+    CHECK_MESSAGE(std::equal(mine.begin(), mine.end(), got.begin()), "chunk " << c);
+    CHECK_MESSAGE(std::all_of(got.begin() + 4096, got.end(), [](uint8_t b) { return b == 0; }),
+                  "chunk " << c << " of the new volume shows old data");
+  }
+  MESSAGE(written << " chunks written, " << refused << " first refused while zeroing ran");
+  testing::wait_for_reclaim(pool);
+  u = pool.usage();
+  CHECK(u.reclaiming_bytes == 0);
+  CHECK(u.free_bytes == 0);
 }
 
 TEST_CASE("a missing device is named") {
