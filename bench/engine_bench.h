@@ -32,9 +32,11 @@ struct EngineParams {
   // write costs a second per thousand) and the sparse one, where each leaves a filesystem
   // extent of its own, and on a filesystem mounted with `discard` deleting the file then
   // costs a discard per extent (about 3 ms each on the development VMs, so 10,000 of them
-  // add half a minute to the run). At QD32 the rounds together span a few reserve
-  // refills (up to 8192 chunks each, each a metadata sync), so their cost shows at its
-  // natural rate.
+  // add half a minute to the run). The thick pool's reserve (up to 65536 chunks, from
+  // the start) holds all of its free space, so no refill falls in the rounds; in a large
+  // pool one comes every 16384 fresh 1 MiB chunks (a metadata sync each: doc/engine.md),
+  // which these rounds, like a pool's first 16384 fresh chunks, do not show. The sparse
+  // pool's small reserve is refilled during the rounds at its natural rate.
   uint64_t fresh_ops_qd1 = 2000;
   uint64_t fresh_ops_qd32 = 16000;
   uint64_t fresh_warmup_ops = 256;
