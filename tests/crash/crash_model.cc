@@ -89,6 +89,7 @@ void CrashModel::replay(uint64_t cycle, const std::vector<Record>& records, Cycl
                         std::vector<std::string>& failures, size_t durable_until) {
   reset_cycle();
   end_pos_ = records.size();
+  durable_until_ = durable_until;
   // Killed before its first record: nothing to replay, the baseline must hold as it is.
   if (records.empty()) return;
   if (records[0].type != RecordType::kStart || records[0].arg != cycle) {
@@ -390,10 +391,13 @@ void CrashModel::verify(Pool& pool, CycleReport& report, std::vector<std::string
   // Snapshots: which must, may, or must not exist.
   std::map<std::string, KnownSnapshot> next;
   std::set<std::string> may_exist;
+  // A create or delete is certain once it returned, unless a power cut struck after the
+  // last point that vouches for it (durable_until_: it may or may not have reached the disk).
+  auto certain = [&](size_t done_pos) { return done_pos != kNever && done_pos <= durable_until_; };
   auto deleted = [&](uint64_t seq, bool* maybe) {
     auto it = deletes_.find(seq);
-    *maybe = it != deletes_.end() && it->second.done_pos == kNever;
-    return it != deletes_.end() && it->second.done_pos != kNever && it->second.result == 0;
+    *maybe = it != deletes_.end() && !certain(it->second.done_pos);
+    return it != deletes_.end() && certain(it->second.done_pos) && it->second.result == 0;
   };
   auto expect_presence = [&](const std::string& name, bool must, bool maybe) {
     bool is = present.count(name) && present[name].is_snapshot;
@@ -416,8 +420,8 @@ void CrashModel::verify(Pool& pool, CycleReport& report, std::vector<std::string
     const std::string name = snapshot_name(seq);
     bool maybe_deleted = false;
     bool gone = deleted(seq, &maybe_deleted);
-    bool created = op.done_pos != kNever && op.result == 0;
-    bool maybe = maybe_deleted || op.done_pos == kNever;
+    bool created = certain(op.done_pos) && op.result == 0;
+    bool maybe = maybe_deleted || (!certain(op.done_pos) && (op.done_pos == kNever || op.result == 0));
     if (!expect_presence(name, created && !gone, maybe)) continue;
     if (present[name].volume != volumes_[op.volume].name)
       fail(failures, "snapshot " + name + " belongs to " + present[name].volume);

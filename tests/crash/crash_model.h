@@ -70,8 +70,9 @@ class CrashModel {
   // A power cut (tests/vm/powercut.sh) keeps only what was flushed before the moment it
   // struck, which is at or before the end of the journal: then only FUA writes and flushes
   // that completed at or before record `durable_until` count as durable, while every
-  // mutation in the journal may have landed. Snapshot creates and deletes are not modelled
-  // for power cuts (that test runs without them).
+  // mutation in the journal may have landed. Snapshot creates and deletes are synced before
+  // they return, so those that returned at or before it must have happened; any later one
+  // may or may not have.
   void replay(uint64_t cycle, const std::vector<Record>& records, CycleReport& report,
               std::vector<std::string>& failures, size_t durable_until = SIZE_MAX);
   // Checks the reopened pool against the cycle replayed last; on success the content
@@ -145,6 +146,7 @@ class CrashModel {
   std::map<uint64_t, SnapshotOp> creates_;                             // by the snapshot's seq
   std::map<uint64_t, DeleteOp> deletes_;                               // by the snapshot's seq
   size_t end_pos_ = 0;
+  size_t durable_until_ = SIZE_MAX;  // the power cut's, or SIZE_MAX after a SIGKILL
 };
 
 }  // namespace pxd::crash

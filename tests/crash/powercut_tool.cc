@@ -105,10 +105,11 @@ int verify(const std::string& meta_dir, const std::string& journal, const std::s
   model.replay(0, records, report, failures, durable_until);
   if (failures.empty()) model.verify(*pool.value(), report, failures);
   std::printf(
-      "%zu marks (journal record %zu); %llu mutations, %llu durable at the cut, %llu blocks "
-      "checked, %llu lost a completed but unflushed mutation, %llu hold a write in flight at "
-      "the kill\n",
+      "%zu marks (journal record %zu); %llu mutations, %llu snapshot creates and deletes, "
+      "%llu durable at the cut, %llu blocks checked, %llu lost a completed but unflushed "
+      "mutation, %llu hold a write in flight at the kill\n",
       mark_count, durable_until, static_cast<unsigned long long>(report.mutations),
+      static_cast<unsigned long long>(report.snapshot_ops),
       static_cast<unsigned long long>(report.durable),
       static_cast<unsigned long long>(report.blocks_checked),
       static_cast<unsigned long long>(report.lost_completed),

@@ -7,7 +7,8 @@
 #  1. mkfs.ext4 on the data device, a fresh pool on it (engine_powercut_tool create), and a
 #     copy of the device as it then is (the base of every replay);
 #  2. a dm log-writes target over both, mounted; engine_crash_child runs its random
-#     workload (writes, FUA writes, discards, write-zeroes, flushes; no snapshots) on the
+#     workload (writes, FUA writes, discards, write-zeroes, flushes; with half of the seeds
+#     a control thread creating and deleting snapshots, so copy-on-write too) on the
 #     pool with its journal outside the filesystem, putting a mark into the log after each
 #     flush completes (PXD_CRASH_DM_MARK); after a few seconds it is SIGKILLed, the
 #     filesystem unmounted, the target removed;
@@ -59,7 +60,8 @@ seconds=${PXD_POWERCUT_SECONDS:-3}
 checks=${PXD_POWERCUT_CHECKS:-24}
 threads=$(( seed % 3 == 0 ? 2 : 1 ))
 thick=$(( (seed >> 3) % 2 ))
-echo "powercut: seed $seed (replay: PXD_POWERCUT_SEED=$seed), $threads ring threads, thick pool file $thick"
+snapshots=$(( (seed >> 5) % 2 ))
+echo "powercut: seed $seed (replay: PXD_POWERCUT_SEED=$seed), $threads ring threads, thick pool file $thick, snapshots $snapshots"
 
 $PXD_VM_MODPROBE dm-mod
 $PXD_VM_MODPROBE dm-log-writes
@@ -79,7 +81,7 @@ cp --sparse=always "$WORK/data.img" "$WORK/base.img"
 # 2. The workload over the log-writes target.
 dmsetup --noudevsync create "$DM" --table "0 $(blockdev --getsz "$DATA") log-writes $DATA $LOG"
 mount -t ext4 "/dev/mapper/$DM" "$MNT"
-PXD_CRASH_DM_MARK=$DM "$CHILD" "$MNT/meta" "$WORK/journal" "$seed" 0 "$threads" 16 0 \
+PXD_CRASH_DM_MARK=$DM "$CHILD" "$MNT/meta" "$WORK/journal" "$seed" 0 "$threads" 16 "$snapshots" \
   >"$WORK/child.out" 2>&1 &
 CHILD_PID=$!
 sleep "$seconds"
