@@ -31,7 +31,8 @@ PoolState::PoolState(std::unique_ptr<metadb::MetaStore> store,
   const uint64_t max_reserve =
       preallocates ? std::min(kMaxReserveBytes / chunk_size_, kMaxReserveChunks)
                    : std::min(kMaxReserveBytesUnbacked / chunk_size_, kMaxReserveChunksUnbacked);
-  allocator_ = std::make_unique<ChunkAllocator>(counts, max_reserve, preallocates ? 64 : max_reserve);
+  allocator_ =
+      std::make_unique<ChunkAllocator>(counts, max_reserve, preallocates ? 64 : max_reserve);
   reclaimer_ = std::make_unique<WorkThread>("pxd-reclaim");
   writer_ = std::make_unique<MetaWriter>(store_.get());
 }

@@ -421,7 +421,8 @@ void CrashModel::verify(Pool& pool, CycleReport& report, std::vector<std::string
     bool maybe_deleted = false;
     bool gone = deleted(seq, &maybe_deleted);
     bool created = certain(op.done_pos) && op.result == 0;
-    bool maybe = maybe_deleted || (!certain(op.done_pos) && (op.done_pos == kNever || op.result == 0));
+    bool maybe =
+        maybe_deleted || (!certain(op.done_pos) && (op.done_pos == kNever || op.result == 0));
     if (!expect_presence(name, created && !gone, maybe)) continue;
     if (present[name].volume != volumes_[op.volume].name)
       fail(failures, "snapshot " + name + " belongs to " + present[name].volume);

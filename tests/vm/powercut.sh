@@ -17,9 +17,9 @@
 #     copy of the replayed device and checks the pool against the child's journal.
 # Environment: PXD_POWERCUT_SEED (replay a run: the workload and the cut points; the
 # timing still varies), PXD_POWERCUT_SECONDS (workload time, default 3),
-# PXD_POWERCUT_CHECKS (default 24), PXD_POWERCUT_KEEP (on a failure, copy the base image, the
-# log and the journal into the results directory). dm targets, mounts and loop devices are removed on every
-# exit path.
+# PXD_POWERCUT_CHECKS (default 24), PXD_POWERCUT_KEEP (on a failure, copy the base image,
+# the log and the journal into the results directory). dm targets, mounts and loop devices
+# are removed on every exit path.
 set -euo pipefail
 
 CHILD=$PXD_BUILD_DIR/tests/crash/engine_crash_child

@@ -65,7 +65,7 @@ class Device:
         self.fua_sectors = {}
         self.kept = 0  # blocks of FUA entries an older plain write did not overwrite
 
-    def blocks(self, start, data):
+    def blocks(self, data):
         """(offset in data, (volume, lba, seq)) of the child's blocks in an entry."""
         at = 0
         while at + BLOCK <= len(data):
@@ -77,13 +77,12 @@ class Device:
                 at += self.sectorsize
 
     def apply(self, sector, flags, data):
+        """Writes an entry's data (zeros for a discard) at `sector`."""
         ss = self.sectorsize
         start = sector * ss
-        if flags & DISCARD:
-            data = bytes(len(data))
         skip = []  # (offset in data) of 4 KiB the write must leave alone
         if not flags & FUA:
-            for at, block in self.blocks(start, data):
+            for at, block in self.blocks(data):
                 newer = self.fua_sectors.get((start + at) // ss)
                 if (newer and newer[0] == start + at and block[:2] == newer[1][:2] and
                         block[2] < newer[1][2]):
@@ -96,7 +95,7 @@ class Device:
             pos = at + BLOCK
         self.kept += len(skip)
         if flags & FUA:
-            for at, block in self.blocks(start, data):
+            for at, block in self.blocks(data):
                 for s in range((start + at) // ss, (start + at + BLOCK) // ss):
                     self.fua_sectors[s] = (start + at, block)
 
