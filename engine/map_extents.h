@@ -1,6 +1,6 @@
 // engine/map_extents.h: builds a Volume::map_extents() answer from a chunk map.
 //
-// Both volume kinds keep a hash map keyed by chunk index. A query over a range with few
+// Both volume kinds keep a ChunkMap keyed by chunk index. A query over a range with few
 // mapped chunks (a huge sparse volume) walks the map's keys instead of every chunk index,
 // so the cost is min(chunks in range, mapped chunks) either way.
 #pragma once
@@ -32,8 +32,9 @@ void map_chunk_extents(const ChunkMap& chunks, uint64_t chunk_size, uint64_t vol
     return;
   }
   std::vector<uint64_t> mapped;
-  for (const auto& [ci, unused] : chunks)
+  chunks.for_each([&](uint64_t ci, const auto&) {
     if (ci >= first && ci <= last) mapped.push_back(ci);
+  });
   std::sort(mapped.begin(), mapped.end());
   uint64_t at = offset;
   for (uint64_t ci : mapped) {

@@ -199,7 +199,7 @@ Status Pool::load() {
       return corruption(where + " has generations out of order");
     // Reference counts are known only at the end: `unique` is set after the scan.
     if (v.death == metadb::kLiveGeneration) {
-      if (tree->live.count(k.chunk_index))
+      if (tree->live.find(k.chunk_index))
         return corruption(where + " is a second live entry for its chunk");
       tree->add_live(k.chunk_index, LiveEntry{v.pool_chunk, k.birth});
     } else {
@@ -244,10 +244,10 @@ Status Pool::load() {
     if (rec.kind != metadb::ObjectKind::kVolume) continue;
     Tree* tree = state_->tree(id);
     std::lock_guard<std::mutex> lock(tree->mu);
-    for (auto& [ci, e] : tree->live) {
+    tree->live.for_each([&](uint64_t, LiveEntry& e) {
       e.maybe_shared = alloc.references(e.pool_chunk) > 1;
       tree->set_unique(e, !e.maybe_shared);
-    }
+    });
     for (auto it = tree->history.begin(); it != tree->history.end(); ++it)
       tree->set_unique(it, alloc.references(it->second.pool_chunk) == 1);
   }
@@ -366,10 +366,10 @@ Status Pool::remove(const std::string& name) {
       return failed_precondition("volume '" + name + "' has " +
                                  std::to_string(tree->snapshots.size()) +
                                  " snapshots; delete them first");
-    for (auto& [ci, e] : tree->live) {
+    tree->live.for_each([&](uint64_t ci, const LiveEntry& e) {
       batch.delete_extent({tree->id, ci, e.birth});
       state_->drop_reference(*tree, ci, e.pool_chunk, batch, freed);
-    }
+    });
     for (auto& [key, h] : tree->history) {
       batch.delete_extent({tree->id, key.first, key.second});
       state_->drop_reference(*tree, key.first, h.pool_chunk, batch, freed);
@@ -532,6 +532,7 @@ PoolUsage Pool::usage() {
   u.free_bytes = a.free * u.chunk_size;
   u.reclaiming_bytes = a.reclaiming * u.chunk_size;
   u.metadata_bytes = state_->store().disk_bytes();
+  u.metadata_buffer_bytes = state_->store().buffer_bytes();
   u.metadata_commits = state_->writer().committed_sequence();
   for (const auto& [id, rec] : objects_) {
     if (rec.kind == metadb::ObjectKind::kVolume) {
@@ -539,6 +540,7 @@ PoolUsage Pool::usage() {
       Tree* tree = state_->tree(id);
       std::lock_guard<std::mutex> tree_lock(tree->mu);
       u.mapped_extents += tree->live.size() + tree->history.size();
+      u.extent_map_bytes += tree->map_bytes();
     } else {
       ++u.snapshots;
     }
@@ -560,7 +562,7 @@ Result<std::shared_ptr<Volume>> Pool::open_volume(const std::string& name) {
   };
   Tree* tree = state_->tree(rec->tree);
   if (rec->kind == metadb::ObjectKind::kSnapshot) {
-    std::unordered_map<uint64_t, uint64_t> map;
+    ChunkMap<uint64_t> map;
     {
       std::lock_guard<std::mutex> tree_lock(tree->mu);
       map = view_of(*tree, rec->generation);
@@ -586,6 +588,10 @@ Result<std::shared_ptr<Volume>> Pool::open_volume(const std::string& name) {
     on_close();
   });
   return handle;
+}
+
+Status Pool::flush_metadata_buffer() {
+  return state_->store().flush_buffer();
 }
 
 Status Pool::sync() {

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/chunk_map.h"
 #include "engine/volume.h"
 #include "metadb/meta_store.h"
 
@@ -95,6 +96,10 @@ struct PoolUsage {
   uint64_t free_bytes = 0;        // allocatable chunks
   uint64_t reclaiming_bytes = 0;  // unreferenced, being zeroed before reuse
   uint64_t metadata_bytes = 0;    // the metadata store on disk
+  // Memory: the metadata store's write buffers (bounded, see MetaStore::buffer_bytes), and
+  // the engine's extent maps (grows with mapped chunks; history entries estimated).
+  uint64_t metadata_buffer_bytes = 0;
+  uint64_t extent_map_bytes = 0;
   uint64_t mapped_extents = 0;    // live and historical extent entries
   uint64_t metadata_commits = 0;  // batches written since open (diagnostics, benchmarks)
   uint32_t volumes = 0;
@@ -154,6 +159,9 @@ class Pool {
 
   // Makes everything done so far durable (metadata and devices).
   Status sync();
+  // Writes the metadata store's write buffers out to its table files, releasing their
+  // memory (see PoolUsage::metadata_buffer_bytes).
+  Status flush_metadata_buffer();
 
  private:
   explicit Pool(std::unique_ptr<PoolState> state);
@@ -165,7 +173,7 @@ class Pool {
                                    const std::function<Status(metadb::ObjectRecord&)>& change);
   // chunk index -> pool chunk for what generation `generation` of `tree` sees.
   // REQUIRES: tree.mu held.
-  static std::unordered_map<uint64_t, uint64_t> view_of(const Tree& tree, uint32_t generation);
+  static ChunkMap<uint64_t> view_of(const Tree& tree, uint32_t generation);
   Result<ObjectInfo> make_clone(const metadb::ObjectRecord& source, Tree& tree,
                                 const std::string& name, const Labels& labels,
                                 const Labels& attributes);

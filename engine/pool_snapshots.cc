@@ -9,24 +9,25 @@
 
 namespace pxd {
 
-std::unordered_map<uint64_t, uint64_t> Pool::view_of(const Tree& tree, uint32_t generation) {
-  std::unordered_map<uint64_t, uint64_t> map;
-  for (const auto& [ci, e] : tree.live) {
+ChunkMap<uint64_t> Pool::view_of(const Tree& tree, uint32_t generation) {
+  ChunkMap<uint64_t> map;
+  tree.live.for_each([&](uint64_t ci, const LiveEntry& e) {
     uint64_t chunk = e.pool_chunk;
     uint32_t birth = e.birth;
     // A copy or unmap whose batch is queued has already ended this entry (a snapshot that
     // still sees it finds it in the history) and may have dropped the last reference to
     // its chunk: the view takes its outcome, which the caller's batch follows.
-    if (const PendingChange* p = e.pending;
+    if (const PendingChange* p = e.pending ? tree.change_at(ci) : nullptr;
         p && p->queued && p->kind != PendingChange::Kind::kAllocate) {
-      if (p->kind == PendingChange::Kind::kUnmap) continue;
+      if (p->kind == PendingChange::Kind::kUnmap) return;
       chunk = p->new_chunk;
       birth = p->birth;
     }
-    if (birth <= generation) map[ci] = chunk;
-  }
+    if (birth <= generation) map.emplace(ci, chunk);
+  });
+  // History entries a snapshot sees are of chunk indexes it sees no live entry of.
   for (const auto& [key, h] : tree.history) {
-    if (key.second <= generation && generation < h.death) map[key.first] = h.pool_chunk;
+    if (key.second <= generation && generation < h.death) map.emplace(key.first, h.pool_chunk);
   }
   return map;
 }
@@ -125,17 +126,16 @@ Result<ObjectInfo> Pool::make_clone(const metadb::ObjectRecord& source, Tree& tr
       stored.generation = tree.generation;
       batch.put_object(stored);
     }
-    for (const auto& [ci, chunk] : view_of(tree, generation)) {
+    view_of(tree, generation).for_each([&](uint64_t ci, uint64_t chunk) {
       state_->share_chunk(tree, ci, chunk, rec.id);
-      clone_tree->add_live(ci, LiveEntry{chunk, 1, true, false, nullptr});
+      clone_tree->add_live(ci, LiveEntry{chunk, 1, true, false});
       batch.put_extent({rec.id, ci, 1}, {chunk, metadb::kLiveGeneration});
       // The source's own live entry may name the same chunk: it is no longer the only
       // reference, so its next write must check the count (and copy) instead of going
       // in place once no snapshot covers it.
-      auto live = tree.live.find(ci);
-      if (live != tree.live.end() && live->second.pool_chunk == chunk)
-        live->second.maybe_shared = true;
-    }
+      if (LiveEntry* live = tree.live.find(ci); live && live->pool_chunk == chunk)
+        live->maybe_shared = true;
+    });
     batch.put_object(rec);
     batch.put_next_id(next_id_ + 1);
     committed = state_->writer().commit_later(std::move(batch), true);
@@ -168,22 +168,20 @@ Status Pool::restore(const std::string& volume, const std::string& snapshot) {
     std::lock_guard<std::mutex> tree_lock(tree->mu);
     const uint32_t s = snap_rec->generation;
     const uint32_t g = tree->generation;
-    std::unordered_map<uint64_t, uint64_t> target = view_of(*tree, s);
-    for (auto it = tree->live.begin(); it != tree->live.end();) {
-      auto& [ci, e] = *it;
+    ChunkMap<uint64_t> target = view_of(*tree, s);
+    tree->erase_live_if([&](uint64_t ci, LiveEntry& e) {
       if (e.birth <= s) {  // the snapshot sees this very entry: keep it
         target.erase(ci);
-        ++it;
-        continue;
+        return false;
       }
       state_->end_live_entry(*tree, ci, e.birth, e.pool_chunk, g, batch, freed);
-      it = tree->erase_live(it);
-    }
-    for (const auto& [ci, chunk] : target) {
+      return true;
+    });
+    target.for_each([&](uint64_t ci, uint64_t chunk) {
       state_->share_chunk(*tree, ci, chunk, tree->id);
-      tree->add_live(ci, LiveEntry{chunk, g, true, false, nullptr});
+      tree->add_live(ci, LiveEntry{chunk, g, true, false});
       batch.put_extent({tree->id, ci, g}, {chunk, metadb::kLiveGeneration});
-    }
+    });
     // Entries just made are born at g; later writes carry g + 1 so they never collide.
     tree->generation = g + 1;
     vol.generation = g + 1;
@@ -224,14 +222,12 @@ void Pool::recount(const metadb::ObjectRecord& rec, ObjectInfo& info) {
   };
   if (rec.kind == metadb::ObjectKind::kVolume) {
     const uint32_t newest = tree->newest_snapshot();
-    for (const auto& [ci, e] : tree->live) {
-      add(e.pool_chunk, e.birth > newest);
-    }
+    tree->live.for_each([&](uint64_t, const LiveEntry& e) { add(e.pool_chunk, e.birth > newest); });
   } else {
     const uint32_t s = rec.generation;
-    for (const auto& [ci, e] : tree->live) {
+    tree->live.for_each([&](uint64_t, const LiveEntry& e) {
       if (e.birth <= s) add(e.pool_chunk, false);
-    }
+    });
     for (const auto& [key, h] : tree->history) {
       if (key.second > s || s >= h.death) continue;
       // Alone iff no other snapshot falls in [birth, death).

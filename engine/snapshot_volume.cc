@@ -8,7 +8,7 @@
 namespace pxd {
 
 SnapshotVolume::SnapshotVolume(PoolState& pool, uint64_t id, uint64_t size_bytes,
-                               uint32_t block_size, std::unordered_map<uint64_t, uint64_t> map,
+                               uint32_t block_size, ChunkMap<uint64_t> map,
                                std::function<void()> on_close)
     : pool_(pool),
       id_(id),
@@ -59,11 +59,11 @@ void SnapshotVolume::submit(IoRing& ring, IoRequest* req) {
         uint64_t ci = off / cs;
         uint32_t within = static_cast<uint32_t>(off % cs);
         uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(cs - within, left));
-        auto it = map_.find(ci);
-        if (it == map_.end()) {
+        const uint64_t* chunk = map_.find(ci);
+        if (!chunk) {
           std::memset(buf, 0, n);
         } else {
-          auto loc = pool_.locate(it->second);
+          auto loc = pool_.locate(*chunk);
           ++req->pending;
           ring.read(loc.fd, buf, n, loc.offset + within, req);
         }

@@ -40,7 +40,11 @@ struct ThinVolume::Segment {
   uint32_t length = 0;
   const std::byte* data = nullptr;  // write data, or pool zeros
   uint64_t new_chunk = kNoChunk;    // kAllocate, kCopy
-  LiveEntry* entry = nullptr;
+  // The live entry as phase 1 saw it (kInPlace, kCopy, kUnmap), and the allocation a
+  // kIntoPending write joins. Entries themselves may move once phase 2 adds one.
+  uint64_t old_chunk = kNoChunk;
+  uint32_t old_birth = 0;
+  PendingChange* join = nullptr;
 };
 
 ThinVolume::ThinVolume(PoolState& pool, Tree& tree, uint64_t id, uint64_t size_bytes,
@@ -126,8 +130,8 @@ void ThinVolume::start_read(IoRequest* req) {
       uint64_t ci = off / cs;
       uint32_t within = static_cast<uint32_t>(off % cs);
       uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(cs - within, left));
-      auto it = tree_.live.find(ci);
-      uint64_t chunk = it == tree_.live.end() ? kNoChunk : it->second.pool_chunk;
+      const LiveEntry* e = tree_.live.find(ci);
+      uint64_t chunk = e ? e->pool_chunk : kNoChunk;
       pieces.push_back({buf, n, chunk, within});
       off += n;
       left -= n;
@@ -200,18 +204,21 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
     s.length = static_cast<uint32_t>(std::min<uint64_t>(cs - s.within, left));
     s.data = is_write ? data : pool_.zeros();
     bool whole = s.within == 0 && (s.length == cs || off + s.length == volume_end);
-    auto it = tree_.live.find(s.chunk_index);
-    LiveEntry* e = it == tree_.live.end() ? nullptr : &it->second;
-    s.entry = e;
+    LiveEntry* e = tree_.live.find(s.chunk_index);
+    if (e) {
+      s.old_chunk = e->pool_chunk;
+      s.old_birth = e->birth;
+    }
     bool need_chunk = false;
     if (e && e->pending) {
       // Joining a fresh allocation is safe only within its generation: after a snapshot,
       // the chunk being allocated belongs to the snapshot too, and this write must copy.
-      if (is_write && e->pending->kind == PendingChange::Kind::kAllocate &&
-          e->pending->birth == gen) {
+      PendingChange* change = tree_.change_at(s.chunk_index);
+      if (is_write && change->kind == PendingChange::Kind::kAllocate && change->birth == gen) {
         s.action = Segment::Action::kIntoPending;
+        s.join = change;
       } else {
-        wait_on = e->pending;
+        wait_on = change;
       }
     } else if (!e) {
       if (is_write) {
@@ -280,7 +287,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
       case Segment::Action::kNone:
         break;
       case Segment::Action::kInPlace: {
-        auto loc = pool_.locate(s.entry->pool_chunk);
+        auto loc = pool_.locate(s.old_chunk);
         ++req->pending;
         ++req->inplace_segments;
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
@@ -289,7 +296,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
       case Segment::Action::kIntoPending: {
         // Like the allocation it joins: complete once the data is in the chunk and the
         // extent's batch is written.
-        PendingChange* p = s.entry->pending;
+        PendingChange* p = s.join;
         auto loc = pool_.locate(p->new_chunk);
         req->pending += 2;
         ++req->inplace_segments;
@@ -306,7 +313,9 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         // WAL is in the kernel's page cache) and the next flush makes it durable.
         auto* p = new_change(PendingChange::Kind::kAllocate, s.chunk_index, gen);
         p->new_chunk = s.new_chunk;
-        tree_.add_live(s.chunk_index, LiveEntry{s.new_chunk, gen, false, true, p});
+        tree_.set_change(s.chunk_index,
+                         tree_.add_live(s.chunk_index, LiveEntry{s.new_chunk, gen, false, true}),
+                         p);
         req->pending += 2;
         ++req->inplace_segments;
         p->commit_waiters.push_back(req);
@@ -319,13 +328,13 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
       case Segment::Action::kCopy: {
         auto* p = new_change(PendingChange::Kind::kCopy, s.chunk_index, gen);
         p->new_chunk = s.new_chunk;
-        p->old_chunk = s.entry->pool_chunk;
-        p->old_birth = s.entry->birth;
+        p->old_chunk = s.old_chunk;
+        p->old_birth = s.old_birth;
         p->ring = req->ring;
         p->overlay_within = s.within;
         p->overlay_length = s.length;
         p->overlay = s.data;
-        s.entry->pending = p;
+        tree_.set_change(s.chunk_index, *tree_.live.find(s.chunk_index), p);
         ++req->pending;
         p->commit_waiters.push_back(req);
         to_copy.push_back(p);
@@ -334,9 +343,9 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
       }
       case Segment::Action::kUnmap: {
         auto* p = new_change(PendingChange::Kind::kUnmap, s.chunk_index, gen);
-        p->old_chunk = s.entry->pool_chunk;
-        p->old_birth = s.entry->birth;
-        s.entry->pending = p;
+        p->old_chunk = s.old_chunk;
+        p->old_birth = s.old_birth;
+        tree_.set_change(s.chunk_index, *tree_.live.find(s.chunk_index), p);
         ++req->pending;
         p->commit_waiters.push_back(req);
         queue_commit(p);
@@ -436,18 +445,19 @@ void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
   IoRequest* waiters;
   {
     std::lock_guard<std::mutex> lock(tree_.mu);
-    auto it = tree_.live.find(p->chunk_index);
     if (status.is_ok() && p->kind == PendingChange::Kind::kUnmap) {
-      tree_.erase_live(it);
+      tree_.erase_live(p->chunk_index);
     } else if (status.is_ok() && p->kind == PendingChange::Kind::kCopy) {
       // A clone taken while the batch was queued shares the new chunk (Pool::view_of).
       bool shared = pool_.allocator().references(p->new_chunk) > 1;
-      tree_.replace_live(it->second, LiveEntry{p->new_chunk, p->birth, shared, !shared, nullptr});
+      tree_.replace_live(*tree_.live.find(p->chunk_index),
+                         LiveEntry{p->new_chunk, p->birth, shared, !shared});
+      tree_.end_change(p->chunk_index);
     } else {
       // An allocation names its chunk from the start (and a clone may have marked it
       // shared since). If its commit failed, the writes into it fail with it; their data
       // stays readable until restart, and the pool, now read-only, fails every flush.
-      it->second.pending = nullptr;
+      tree_.end_change(p->chunk_index);
     }
     commit_waiters.swap(p->commit_waiters);
     waiters = p->waiters;
@@ -469,7 +479,7 @@ void ThinVolume::fail_change(PendingChange* p, int error) {
   IoRequest* waiters;
   {
     std::lock_guard<std::mutex> lock(tree_.mu);
-    tree_.live[p->chunk_index].pending = nullptr;
+    tree_.end_change(p->chunk_index);
     commit_waiters.swap(p->commit_waiters);
     waiters = p->waiters;
   }

@@ -41,14 +41,14 @@ void Tree::count_history(uint32_t birth, const HistoryEntry& h, int sign) {
 }
 
 LiveEntry& Tree::add_live(uint64_t ci, const LiveEntry& e) {
-  auto [it, inserted] = live.emplace(ci, e);
+  auto [slot, inserted] = live.emplace(ci, e);
   assert(inserted);
   if (!inserted) {
-    count_live(it->second, -1);
-    it->second = e;
+    count_live(*slot, -1);
+    *slot = e;
   }
   count_live(e, +1);
-  return it->second;
+  return *slot;
 }
 
 void Tree::replace_live(LiveEntry& slot, const LiveEntry& e) {
@@ -57,9 +57,21 @@ void Tree::replace_live(LiveEntry& slot, const LiveEntry& e) {
   count_live(slot, +1);
 }
 
-Tree::LiveMap::iterator Tree::erase_live(LiveMap::iterator it) {
-  count_live(it->second, -1);
-  return live.erase(it);
+void Tree::erase_live(uint64_t ci) {
+  LiveEntry* e = live.find(ci);
+  assert(e);
+  if (!e) return;
+  if (e->pending) changes.erase(ci);
+  count_live(*e, -1);
+  live.erase(ci);
+}
+
+void Tree::erase_live_if(const std::function<bool(uint64_t ci, LiveEntry& e)>& pred) {
+  live.erase_if([&](uint64_t ci, LiveEntry& e) {
+    if (!pred(ci, e)) return false;
+    count_live(e, -1);
+    return true;
+  });
 }
 
 void Tree::put_history(uint64_t ci, uint32_t birth, const HistoryEntry& h) {
@@ -92,8 +104,7 @@ void Tree::set_unique(HistoryMap::iterator it, bool unique) {
 }
 
 void Tree::set_unique(uint64_t ci, uint64_t pool_chunk, bool unique) {
-  if (auto it = live.find(ci); it != live.end() && it->second.pool_chunk == pool_chunk)
-    set_unique(it->second, unique);
+  if (LiveEntry* e = live.find(ci); e && e->pool_chunk == pool_chunk) set_unique(*e, unique);
   for (auto it = history.lower_bound({ci, 0}); it != history.end() && it->first.first == ci; ++it) {
     if (it->second.pool_chunk == pool_chunk) set_unique(it, unique);
   }

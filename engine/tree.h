@@ -21,12 +21,14 @@
 #include <utility>
 
 #include "engine/chunk_allocator.h"
+#include "engine/chunk_map.h"
 #include "engine/volume.h"
 
 namespace pxd {
 
 struct PendingChange;  // an allocation, copy-on-write or unmap being committed
 
+// 16 bytes: the engine holds one per mapped chunk (see chunk_map.h).
 struct LiveEntry {
   uint64_t pool_chunk = kNoChunk;  // set from the start, also while `pending` allocates it
   uint32_t birth = 0;
@@ -37,8 +39,11 @@ struct LiveEntry {
   // count is one (another reference clears it at once); when another tree drops the
   // second-last reference, it is set later, by PoolState::settle_space().
   bool unique = false;
-  PendingChange* pending = nullptr;
+  // A change (allocation, copy-on-write, unmap) of this chunk is being committed; the
+  // tree's `changes` holds it.
+  bool pending = false;
 };
+static_assert(sizeof(LiveEntry) == 16);
 
 struct HistoryEntry {
   uint64_t pool_chunk = 0;
@@ -63,7 +68,7 @@ struct SpaceChunks {
 };
 
 struct Tree {
-  using LiveMap = std::unordered_map<uint64_t, LiveEntry>;
+  using LiveMap = ChunkMap<LiveEntry>;
   using HistoryMap = std::map<std::pair<uint64_t, uint32_t>, HistoryEntry>;
 
   explicit Tree(uint64_t tree_id) : id(tree_id) {}
@@ -79,13 +84,35 @@ struct Tree {
   HistoryMap history;                      // (chunk index, birth)
   std::map<uint32_t, uint64_t> snapshots;  // generation -> object id
   TreeSpace space;
+  // The change of each live entry with `pending` set, by chunk index. Few: only those
+  // being committed.
+  std::unordered_map<uint64_t, PendingChange*> changes;
 
   // ---- changes to the maps (REQUIRES: mu held) ----
-  // Maps chunk index `ci`, which has no live entry.
+  // Maps chunk index `ci`, which has no live entry. The reference, like any into `live`,
+  // is valid until the next add or erase.
   LiveEntry& add_live(uint64_t ci, const LiveEntry& e);
   // Replaces a live entry with the outcome of its pending change.
   void replace_live(LiveEntry& slot, const LiveEntry& e);
-  LiveMap::iterator erase_live(LiveMap::iterator it);
+  // Unmaps `ci`, which must be mapped (and forgets its change, if one is pending).
+  void erase_live(uint64_t ci);
+  // Unmaps every entry for which pred(ci, entry) is true; pred may change entries (and
+  // their counts, through set_unique) but not add or erase any.
+  void erase_live_if(const std::function<bool(uint64_t ci, LiveEntry& e)>& pred);
+  // The pending change of `ci`: set_change marks the live entry and records `p`;
+  // end_change forgets it (and unmarks the entry, if there still is one).
+  PendingChange* change_at(uint64_t ci) const {
+    auto it = changes.find(ci);
+    return it == changes.end() ? nullptr : it->second;
+  }
+  void set_change(uint64_t ci, LiveEntry& e, PendingChange* p) {
+    e.pending = true;
+    changes[ci] = p;
+  }
+  void end_change(uint64_t ci) {
+    changes.erase(ci);
+    if (LiveEntry* e = live.find(ci)) e->pending = false;
+  }
   // Adds (or replaces) history entry (ci, birth).
   void put_history(uint64_t ci, uint32_t birth, const HistoryEntry& h);
   HistoryMap::iterator erase_history(HistoryMap::iterator it);
@@ -99,6 +126,13 @@ struct Tree {
   void forget_snapshot(
       uint32_t generation,
       const std::function<void(uint64_t ci, uint32_t birth, const HistoryEntry&)>& unseen);
+
+  // Memory of the maps (REQUIRES: mu held): exact for `live`; `history` counted at a
+  // typical red-black tree node per entry.
+  size_t map_bytes() const {
+    constexpr size_t kHistoryNode = 32 + sizeof(HistoryMap::value_type);
+    return live.memory_bytes() + history.size() * kHistoryNode;
+  }
 
   // ---- space (REQUIRES: mu held); O(generations in use), not O(extents) ----
   SpaceChunks volume_space() const;

@@ -518,6 +518,17 @@ Status MetaStore::for_each_reserved_run(
                      });
 }
 
+uint64_t MetaStore::buffer_bytes() const {
+  uint64_t bytes = 0;
+  if (!rep_->db->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &bytes)) return 0;
+  return bytes;
+}
+
+Status MetaStore::flush_buffer() {
+  rocksdb::Status s = rep_->db->Flush(rocksdb::FlushOptions());
+  return s.ok() ? Status::ok() : from_rocksdb(s, "metadata buffer flush");
+}
+
 uint64_t MetaStore::disk_bytes() const {
   namespace fs = std::filesystem;
   uint64_t total = 0;

@@ -168,6 +168,13 @@ class MetaStore {
 
   // Bytes the store occupies on disk (SST files, logs, manifest).
   uint64_t disk_bytes() const;
+  // Memory held by RocksDB's write buffers (memtables): recent writes, until a flush
+  // writes them to table files. Bounded by MetaStoreOptions::write_buffer_bytes (per
+  // buffer, at most two), not by how much is mapped.
+  uint64_t buffer_bytes() const;
+  // Writes the write buffers to table files now and releases their memory (RocksDB does
+  // it by itself once a buffer is full, and at close). Changes nothing a reader sees.
+  Status flush_buffer();
   const std::string& dir() const { return dir_; }
 
  private:
