@@ -111,7 +111,7 @@ void measure_fresh(const ChunkParams& p, const std::string& dir, Line& line) {
   line.fresh_allocating = r.ops ? allocated / static_cast<double>(r.ops) : 0;
 }
 
-// (c): in a fresh process (see memory_probe.h).
+// (c): in fresh processes (see memory_probe.h).
 void measure_memory(const ChunkParams& p, const BenchOptions& o, const std::string& dir,
                     Line& line) {
   MemoryProbeSpec spec;
@@ -120,14 +120,14 @@ void measure_memory(const ChunkParams& p, const BenchOptions& o, const std::stri
   spec.volume_bytes = p.memory_volume;
   spec.write_bytes = p.memory_write;
   spec.max_seconds = 30 * p.seconds;
-  MemoryProbeResult m = memory_probe_subprocess(o.self, spec);
+  MemoryCost cost = memory_cost_subprocess(o.self, spec);
+  const MemoryProbeResult& m = cost.full;
   double used = static_cast<double>(m.used_bytes), written = static_cast<double>(m.written_bytes);
   double meta = static_cast<double>(m.metadata_bytes);
-  double rss_mib = (static_cast<double>(m.rss_after) - static_cast<double>(m.rss_before)) / kMiBf;
   line.meta_per_used = used > 0 ? meta / used * 100 : 0;
   line.meta_per_written = written > 0 ? meta / written * 100 : 0;
-  line.mem_per_gib_used = used > 0 ? rss_mib / (used / kGiBf) : 0;
-  line.mem_per_gib_written = written > 0 ? rss_mib / (written / kGiBf) : 0;
+  line.mem_per_gib_used = cost.mib_per_gib_used;
+  line.mem_per_gib_written = cost.mib_per_gib_written;
 }
 
 void add_rows(Report& report, const Line& l, double raw_read, double raw_write) {

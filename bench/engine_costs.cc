@@ -371,7 +371,7 @@ void bench_cpu(const EngineParams& p, Report& report) {
   if (p.wants("cpu-freshwrite-4k-qd32")) bench_cpu_fresh(p, shm->path(), *raw, report);
 }
 
-// Section 5, in a subprocess (see memory_probe.h).
+// Section 5, in subprocesses (see memory_probe.h).
 void bench_metadata_memory(const EngineParams& p, const std::string& self,
                            const std::string& scratch, Report& report) {
   MemoryProbeSpec spec;
@@ -380,23 +380,27 @@ void bench_metadata_memory(const EngineParams& p, const std::string& self,
   spec.write_bytes = p.memory_write;
   spec.max_seconds = 30 * p.seconds;
   progress("engine: " + format_size(p.memory_write) + " of random 4 KiB writes into a " +
-           format_size(p.memory_volume) + " volume");
-  MemoryProbeResult m = memory_probe_subprocess(self, spec);
+           format_size(p.memory_volume) + " volume, and half of that into half of it");
+  MemoryCost cost = memory_cost_subprocess(self, spec);
+  const MemoryProbeResult& m = cost.full;
   const double used = static_cast<double>(m.used_bytes);
   const double written = static_cast<double>(m.written_bytes);
   const double meta = static_cast<double>(m.metadata_bytes);
-  const double rss_delta_mib =
-      (static_cast<double>(m.rss_after) - static_cast<double>(m.rss_before)) / kMiBf;
   nlohmann::ordered_json details = nlohmann::ordered_json::object();
   const nlohmann::json probe = m.to_json();
   for (const auto& [k, v] : probe.items()) details[k] = v;
-  // What one mapped chunk costs in memory: the engine's maps plus RocksDB's memtable,
-  // which holds about as much as the write-ahead log until it is flushed (at 16 MiB).
+  // The memory rows are rates (memory_probe.h); beside them, what one mapped chunk costs
+  // (the RSS rate, and the engine's own count of its maps), what does not grow with the
+  // data, and the single probe's plain ratio with and without the write buffers.
+  details["rss_bytes_per_extent"] = cost.bytes_per_extent;
   if (m.mapped_extents > 0) {
     const double extents = static_cast<double>(m.mapped_extents);
-    details["rss_bytes_per_extent"] = rss_delta_mib * kMiBf / extents;
+    details["map_bytes_per_extent"] = static_cast<double>(m.extent_map_bytes) / extents;
     details["wal_bytes_per_extent"] = static_cast<double>(m.metadata_wal_bytes) / extents;
   }
+  details["fixed_mib"] = cost.fixed_mib;
+  details["single_mib_per_gib_written"] = cost.single_mib_per_gib_written;
+  details["single_with_buffer_mib_per_gib_written"] = cost.single_with_buffer_mib_per_gib_written;
 
   auto add = [&](const std::string& name, double value, const std::string& unit, double goal) {
     Row row = with_goal(pxd_row(name, value, unit), goal);
@@ -405,10 +409,8 @@ void bench_metadata_memory(const EngineParams& p, const std::string& self,
   };
   add("metadata-per-used", used > 0 ? meta / used * 100 : 0, "%", kMetadataGoalPercent);
   add("metadata-per-written", written > 0 ? meta / written * 100 : 0, "%", kMetadataGoalPercent);
-  add("memory-per-gib-used", used > 0 ? rss_delta_mib / (used / kGiBf) : 0, "MiB/GiB",
-      kMemoryGoalMiBPerGiB);
-  add("memory-per-gib-written", written > 0 ? rss_delta_mib / (written / kGiBf) : 0, "MiB/GiB",
-      kMemoryGoalMiBPerGiB);
+  add("memory-per-gib-used", cost.mib_per_gib_used, "MiB/GiB", kMemoryGoalMiBPerGiB);
+  add("memory-per-gib-written", cost.mib_per_gib_written, "MiB/GiB", kMemoryGoalMiBPerGiB);
 }
 
 }  // namespace pxd::bench
