@@ -69,15 +69,18 @@ LoadSpec spec_for(IoOp op, Pattern pattern, uint32_t block, uint32_t qd, uint64_
 // Twice: on a thick pool file (written whole at creation, as the raw baseline's file is,
 // so that both overwrite allocated blocks: what a pool on a block device sees), and on a
 // large sparse pool file (pxd's default), where every first write also has the filesystem
-// allocate blocks in its journal. For the sparse pool a second peer shows the
-// filesystem's share: a sparse raw file written where pxd's writes land in its pool file
-// (a random block of each chunk in turn, each round further on).
+// allocate blocks in its journal. A second peer, `layout`, writes where pxd's writes land
+// in its pool file (a random block of each chunk in turn, each round further on), so the
+// rows can tell the engine's cost from the layout's: each first write takes a new chunk,
+// so pxd's writes spread over ops x chunk size of the pool where the baseline's stay in
+// its file. For the thick pool that peer's file is written whole too; for the sparse pool
+// it is sparse, and shows the filesystem's share.
 //
 // Each round writes a new volume, and the peers do the same number of writes in turn (the
 // order alternates between rounds: a case is short, and one journal commit of the
 // filesystem can stall whichever target runs then).
-void bench_fresh_pool(const EngineParams& p, BenchPool& pool, IoTarget& raw, RawFile* sparse,
-                      const std::string& suffix, Report& report) {
+void bench_fresh_pool(const EngineParams& p, BenchPool& pool, IoTarget& raw, RawFile& layout,
+                      bool sparse, const std::string& suffix, Report& report) {
   const uint64_t capacity = pool->usage().capacity_bytes;
   const uint64_t chunks = capacity / pool.chunk_size();
   {
@@ -91,7 +94,7 @@ void bench_fresh_pool(const EngineParams& p, BenchPool& pool, IoTarget& raw, Raw
     run_load_checked(warmup, spec, "warm up the allocation reserve");
   }
   const int rounds = std::max(p.rounds, 1);
-  uint64_t sparse_next = 0;  // chunk-sized strides of the sparse file written so far
+  uint64_t layout_next = 0;  // chunk-sized strides of the layout peer's file written so far
   for (uint32_t qd : kQueueDepths) {
     const std::string name = qd_name("freshwrite-4k", qd) + suffix;
     if (!p.wants(name)) continue;
@@ -113,12 +116,12 @@ void bench_fresh_pool(const EngineParams& p, BenchPool& pool, IoTarget& raw, Raw
       scattered.pattern = Pattern::kScattered;
       scattered.stride_bytes = pool.chunk_size();
       scattered.region_bytes = 0;
-      scattered.first_index = sparse_next;
-      sparse_next += ops;
+      scattered.first_index = layout_next;
+      layout_next += ops;
       auto run_pxd = [&] { x += run_load_checked(volume, spec, "pxd " + name); };
       auto run_peers = [&] {
         r += run_load_checked(raw, same, "raw " + name);
-        if (sparse) s += run_load_checked(*sparse, scattered, "raw sparse " + name);
+        s += run_load_checked(layout, scattered, "raw spread " + name);
       };
       if (round % 2 == 0) {
         run_pxd();
@@ -146,9 +149,8 @@ void bench_fresh_pool(const EngineParams& p, BenchPool& pool, IoTarget& raw, Raw
     row.extra["baseline_cpu_us_per_op"] = r.cpu_us_per_op();
     report.add(row);
     if (qd == 1) report.add(raw_row(name + "-lat", x.mean_latency_us(), r.mean_latency_us(), "us"));
-    if (!sparse) continue;
-    Row diag = raw_row(name + "-vs-sparse", x.iops(), s.iops(), "iops");
-    diag.baseline_name = "raw-sparse-odirect-uring";
+    Row diag = raw_row(name + (sparse ? "-vs-sparse" : "-vs-spread"), x.iops(), s.iops(), "iops");
+    diag.baseline_name = sparse ? "raw-sparse-odirect-uring" : "raw-spread-odirect-uring";
     diag.extra["pxd_cpu_us_per_op"] = x.cpu_us_per_op();
     diag.extra["baseline_cpu_us_per_op"] = s.cpu_us_per_op();
     report.add(diag);
@@ -165,13 +167,16 @@ void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTar
     ScratchDir dir(scratch, "fresh-thick-");
     progress("engine: writing a thick pool file of " + format_size(capacity));
     BenchPool pool(dir.path(), capacity, kDefaultChunkSize, "", /*thick=*/true);
-    bench_fresh_pool(p, pool, raw, nullptr, "", report);
+    const uint64_t spread_bytes = (p.fresh_ops_qd1 + p.fresh_ops_qd32) * kDefaultChunkSize;
+    progress("engine: writing the spread peer's file of " + format_size(spread_bytes));
+    auto spread = RawFile::create(dir / "spread.img", spread_bytes, RawLayout::kWritten);
+    bench_fresh_pool(p, pool, raw, *spread, false, "", report);
   }
   if (p.wants_any({"freshwrite-4k-qd1-sparse-pool", "freshwrite-4k-qd32-sparse-pool"})) {
     ScratchDir dir(scratch, "fresh-");  // removed (with its sparse pool file) on return
     BenchPool pool(dir.path(), p.fresh_capacity);
     auto sparse = RawFile::create(dir / "sparse.img", p.fresh_capacity, RawLayout::kSparse);
-    bench_fresh_pool(p, pool, raw, sparse.get(), "-sparse-pool", report);
+    bench_fresh_pool(p, pool, raw, *sparse, true, "-sparse-pool", report);
   }
 }
 
