@@ -136,9 +136,13 @@ std::vector<uint64_t> ChunkAllocator::take_for_reserve() {
   if (max == 0 && !waiters_.empty()) max = 1;
   size_t want = std::min<uint64_t>(max, free_count_);
   out.reserve(want);
-  uint64_t words = free_bits_.size();
+  // Next fit: from the word of the cursor onward, wrapping once (the first word is seen
+  // again at the end, for its chunks below the cursor). The start is fixed before the
+  // scan, which moves the cursor.
+  const uint64_t words = free_bits_.size();
+  const uint64_t first_word = cursor_ / 64;
   for (uint64_t scanned = 0; out.size() < want && scanned <= words; ++scanned) {
-    uint64_t w = (cursor_ / 64 + scanned) % words;
+    uint64_t w = (first_word + scanned) % words;
     while (free_bits_[w] != 0 && out.size() < want) {
       int bit = __builtin_ctzll(free_bits_[w]);
       uint64_t c = w * 64 + static_cast<uint64_t>(bit);

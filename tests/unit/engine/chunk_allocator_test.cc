@@ -42,6 +42,39 @@ TEST_CASE("allocation comes only from the reserve") {
   CHECK(u.free == 0);
 }
 
+// A refill scans the free map from its cursor: it must take every free chunk it may, and
+// hand them out lowest first, refill after refill (an earlier scan skipped every other
+// word of the map, so a refill took about half of what it should and scattered the pool's
+// first writes; doc/engine.md, session 9).
+TEST_CASE("refills take free chunks in order, from where the last one stopped") {
+  // A target larger than the pool: one refill takes all of it.
+  ChunkAllocator whole({1000}, 4096, 4096);
+  whole.finish_load({});
+  REQUIRE(whole.wants_refill());
+  CHECK(whole.take_for_reserve().size() == 1000);
+
+  // A smaller target: each refill goes on after the last, lowest first.
+  ChunkAllocator a({1000}, 256, 256);
+  a.finish_load({});
+  uint64_t c = kNoChunk;
+  uint64_t expect = 0;
+  for (int refill = 0; refill < 8 && expect < 1000; ++refill) {
+    INFO("refill " << refill);
+    REQUIRE(a.wants_refill());
+    auto taken = a.take_for_reserve();
+    CHECK(taken.size() == std::min<uint64_t>(256, 1000 - expect));
+    a.add_to_reserve(taken);
+    a.finish_refill();
+    for (size_t i = 0; i < taken.size(); ++i) {
+      REQUIRE(a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kOk);
+      REQUIRE(c == expect);
+      ++expect;
+    }
+  }
+  CHECK(expect == 1000);
+  CHECK(a.allocate(&c, 7, [] {}) == ChunkAllocator::AllocStatus::kNoSpace);
+}
+
 TEST_CASE("the reserve doubles while callers wait, up to its limit") {
   ChunkAllocator a({100000}, 200);
   a.finish_load({});
