@@ -519,35 +519,6 @@ std::vector<ObjectInfo> Pool::list_recounted() {
   return out;
 }
 
-PoolUsage Pool::usage() {
-  std::lock_guard<std::mutex> lock(control_mu_);
-  PoolUsage u;
-  const metadb::PoolRecord& record = state_->store().pool();
-  u.uuid = record.uuid;
-  u.chunk_size = state_->chunk_size();
-  for (const auto& d : record.devices) u.devices.push_back(d.path);
-  ChunkAllocator::Usage a = state_->allocator().usage();
-  u.capacity_bytes = a.capacity * u.chunk_size;
-  u.used_bytes = a.referenced * u.chunk_size;
-  u.free_bytes = a.free * u.chunk_size;
-  u.reclaiming_bytes = a.reclaiming * u.chunk_size;
-  u.metadata_bytes = state_->store().disk_bytes();
-  u.metadata_buffer_bytes = state_->store().buffer_bytes();
-  u.metadata_commits = state_->writer().committed_sequence();
-  for (const auto& [id, rec] : objects_) {
-    if (rec.kind == metadb::ObjectKind::kVolume) {
-      ++u.volumes;
-      Tree* tree = state_->tree(id);
-      std::lock_guard<std::mutex> tree_lock(tree->mu);
-      u.mapped_extents += tree->live.size() + tree->history.size();
-      u.extent_map_bytes += tree->map_bytes();
-    } else {
-      ++u.snapshots;
-    }
-  }
-  return u;
-}
-
 Result<std::shared_ptr<Volume>> Pool::open_volume(const std::string& name) {
   std::lock_guard<std::mutex> lock(control_mu_);
   PXD_TRY(const metadb::ObjectRecord* rec, find(name));
