@@ -102,6 +102,21 @@ void IoRing::post(std::function<void()> fn) {
   }
 }
 
+void IoRing::after_submit(void (*fn)(void*), void* arg) {
+  for (const auto& [f, a] : after_submit_) {
+    if (f == fn && a == arg) return;
+  }
+  after_submit_.emplace_back(fn, arg);
+}
+
+int IoRing::submit() {
+  int rc = io_uring_submit(&ring_);
+  after_submit_running_.swap(after_submit_);
+  for (const auto& [fn, arg] : after_submit_running_) fn(arg);
+  after_submit_running_.clear();
+  return rc;
+}
+
 int IoRing::dispatch_ready() {
   int handled = 0;
   io_uring_cqe* cqe;
@@ -147,14 +162,19 @@ int IoRing::dispatch_ready() {
 }
 
 int IoRing::run_once(bool wait, int timeout_ms) {
+  auto failed = [](int rc) { return rc < 0 && rc != -EBUSY && rc != -EINTR; };
+  int rc;
+  // after_submit() calls always run before the next completions are dispatched, so before
+  // the requests that queued them can complete: first those queued outside run_once().
+  if (!after_submit_.empty() && failed(rc = submit())) return rc;
   int handled = dispatch_ready();
   if (handled > 0 || !wait) {
-    int rc = io_uring_submit(&ring_);
-    if (rc < 0 && rc != -EBUSY && rc != -EINTR) return rc;
-    return handled + dispatch_ready();
+    if (failed(rc = submit())) return rc;
+    handled += dispatch_ready();
+    if (!after_submit_.empty() && failed(rc = submit())) return rc;
+    return handled;
   }
   io_uring_cqe* cqe = nullptr;
-  int rc;
   if (timeout_ms < 0) {
     rc = io_uring_submit_and_wait(&ring_, 1);
   } else {

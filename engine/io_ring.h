@@ -63,6 +63,13 @@ class IoRing {
   // Runs `fn` on this ring's thread from a later run_once(). Safe from any thread.
   void post(std::function<void()> fn);
 
+  // Calls fn(arg) on this thread once the SQEs queued so far are submitted: in the next
+  // run_once(), before it waits. For waking another thread that works alongside this I/O
+  // (the metadata writer) only when the I/O is on its way: woken first, it can take the
+  // CPU this thread needs to submit (see doc/engine.md, "The I/O path and its threads").
+  // A pair already queued is not queued twice.
+  void after_submit(void (*fn)(void*), void* arg);
+
   // Submits queued SQEs; if `wait` and nothing is ready, waits up to timeout_ms (-1:
   // forever) for an event; then dispatches every ready completion, deferred completion and
   // posted function. Returns how many it dispatched, or -errno.
@@ -79,6 +86,7 @@ class IoRing {
   class WakeCompletion;
   void arm_wake();
   int dispatch_ready();
+  int submit();  // io_uring_submit(), then the after_submit() calls
 
   io_uring ring_{};
   bool ring_ready_ = false;
@@ -88,6 +96,8 @@ class IoRing {
   uint64_t inflight_ = 0;
   std::vector<std::pair<IoCompletion*, int>> deferred_;
   std::vector<std::pair<IoCompletion*, int>> deferred_running_;
+  std::vector<std::pair<void (*)(void*), void*>> after_submit_;
+  std::vector<std::pair<void (*)(void*), void*>> after_submit_running_;
 
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;  // REQUIRES: posted_mu_ held

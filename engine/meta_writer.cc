@@ -30,12 +30,26 @@ MetaWriter::~MetaWriter() {
 }
 
 uint64_t MetaWriter::commit(metadb::MetaBatch batch, bool sync, Done done) {
+  return queue_commit(std::move(batch), sync, std::move(done), true);
+}
+
+uint64_t MetaWriter::commit_unwoken(metadb::MetaBatch batch, bool sync, Done done) {
+  return queue_commit(std::move(batch), sync, std::move(done), false);
+}
+
+uint64_t MetaWriter::queue_commit(metadb::MetaBatch batch, bool sync, Done done, bool wake) {
   std::lock_guard<std::mutex> lock(mu_);
   Item item{Kind::kCommit, std::move(batch), sync, next_sequence_++, std::move(done), {}};
   uint64_t seq = item.sequence;
   queue_.push_back(std::move(item));
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
   return seq;
+}
+
+void MetaWriter::wake(void* writer) {
+  auto* self = static_cast<MetaWriter*>(writer);
+  std::lock_guard<std::mutex> lock(self->mu_);
+  if (!self->queue_.empty()) self->cv_.notify_one();
 }
 
 void MetaWriter::sync(Done done) {

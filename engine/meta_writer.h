@@ -51,6 +51,15 @@ class MetaWriter {
   // Queues `batch`. Returns its commit sequence number (1, 2, ...). done(status) runs once
   // the batch is written (on the writer) or, if `sync`, written and durable (on the syncer).
   uint64_t commit(metadb::MetaBatch batch, bool sync, Done done);
+  // As commit(), without waking the writer: the caller has wake() called soon after. A
+  // ring thread queues the batch of a first write this way and wakes the writer once the
+  // data write that goes with it is submitted (IoRing::after_submit), so that the woken
+  // writer never holds up the submission. Until then the batch waits, unless something
+  // queued later wakes the writer first.
+  uint64_t commit_unwoken(metadb::MetaBatch batch, bool sync, Done done);
+  // Wakes the writer if it waits with work queued. `writer` is a MetaWriter* (the form
+  // IoRing::after_submit takes).
+  static void wake(void* writer);
   // done runs (on the syncer) once every commit queued before this call is durable.
   void sync(Done done);
   // Runs fn on the writer after everything queued before it has been written.
@@ -101,6 +110,7 @@ class MetaWriter {
     uint64_t written;
     Done done;
   };
+  uint64_t queue_commit(metadb::MetaBatch batch, bool sync, Done done, bool wake);
   void loop();
   void sync_loop();
   void write_group(std::deque<Item>& items, size_t end);

@@ -319,7 +319,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         req->pending += 2;
         ++req->inplace_segments;
         p->commit_waiters.push_back(req);
-        queue_commit(p);
+        queue_commit(p, req->ring);
         auto loc = pool_.locate(s.new_chunk);
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         changes = true;
@@ -348,7 +348,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         tree_.set_change(s.chunk_index, *tree_.live.find(s.chunk_index), p);
         ++req->pending;
         p->commit_waiters.push_back(req);
-        queue_commit(p);
+        queue_commit(p, req->ring);
         break;
       }
     }
@@ -418,7 +418,7 @@ void ThinVolume::commit_change(PendingChange* p) {
   queue_commit(p);
 }
 
-void ThinVolume::queue_commit(PendingChange* p) {
+void ThinVolume::queue_commit(PendingChange* p, IoRing* ring) {
   p->queued = true;
   metadb::MetaBatch batch;
   if (p->kind != PendingChange::Kind::kAllocate) {
@@ -432,8 +432,14 @@ void ThinVolume::queue_commit(PendingChange* p) {
   }
   // Sequence numbers are handed out in queue order; under the tree lock, so last_commit
   // only grows.
-  tree_.last_commit = pool_.writer().commit(std::move(batch), false,
-                                            [this, p](const Status& s) { finalize_change(p, s); });
+  MetaWriter& writer = pool_.writer();
+  MetaWriter::Done done = [this, p](const Status& s) { finalize_change(p, s); };
+  if (ring) {
+    tree_.last_commit = writer.commit_unwoken(std::move(batch), false, std::move(done));
+    ring->after_submit(&MetaWriter::wake, &writer);
+  } else {
+    tree_.last_commit = writer.commit(std::move(batch), false, std::move(done));
+  }
   // The chunk's reserved run stops covering it only behind this batch (settle_reserved).
   if (settled != kNoChunk) pool_.settle_reserved(settled);
 }

@@ -63,9 +63,10 @@ class ThinVolume final : public Volume {
   void finalize_change(PendingChange* change, const Status& status);
   void fail_change(PendingChange* change, int error);
   // Queues the change's metadata batch; commit_change takes the tree lock, queue_commit
-  // REQUIRES: tree_.mu held.
+  // REQUIRES: tree_.mu held. With `ring`, the metadata writer is woken only once that
+  // ring has submitted its queued SQEs (the data write that goes with the batch).
   void commit_change(PendingChange* change);
-  void queue_commit(PendingChange* change);
+  void queue_commit(PendingChange* change, IoRing* ring = nullptr);
   void copy_step(PendingChange* change, int result);
   PendingChange* new_change(PendingChange::Kind kind, uint64_t chunk_index, uint32_t generation);
   void end_change(PendingChange* change);

@@ -77,5 +77,66 @@ TEST_CASE("more submissions than the queue holds are all completed") {
   ::close(fd);
 }
 
+struct Hook {
+  int calls = 0;
+  int completions_before = -1;  // the watched completion's calls when the hook last ran
+  const Recorder* watched = nullptr;
+  static void run(void* arg) {
+    auto* h = static_cast<Hook*>(arg);
+    ++h->calls;
+    h->completions_before = h->watched->calls;
+  }
+};
+
+TEST_CASE("after_submit() runs once per pair, when the SQEs are submitted, before completions") {
+  auto ring = IoRing::create(8).value();
+  int fd = ::open("/dev/zero", O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  char byte = 1;
+  Recorder read;
+  Hook hook, other;
+  hook.watched = other.watched = &read;
+
+  SUBCASE("queued outside run_once(): runs before the read's completion is dispatched") {
+    ring->read(fd, &byte, 1, 0, &read);
+    ring->after_submit(&Hook::run, &hook);
+    ring->after_submit(&Hook::run, &hook);  // the same pair: runs once
+    ring->after_submit(&Hook::run, &other);
+    CHECK(hook.calls == 0);
+    ring->run_until([&] { return read.calls == 1; });
+    CHECK(hook.calls == 1);
+    CHECK(other.calls == 1);
+    CHECK(hook.completions_before == 0);
+    CHECK(byte == 0);
+  }
+
+  SUBCASE("queued by a completion: runs in the same run_once(), before the next wait") {
+    struct Chain final : IoCompletion {
+      IoRing* ring;
+      int fd;
+      char* byte;
+      Recorder* read;
+      Hook* hook;
+      void on_complete(int) override {
+        ring->read(fd, byte, 1, 0, read);
+        ring->after_submit(&Hook::run, hook);
+      }
+    } chain;
+    chain.ring = ring.get();
+    chain.fd = fd;
+    chain.byte = &byte;
+    chain.read = &read;
+    chain.hook = &hook;
+    ring->defer(&chain, 0);
+    ring->run_once(false);
+    CHECK(hook.calls == 1);
+    CHECK(hook.completions_before == 0);
+    ring->run_until([&] { return read.calls == 1; });
+    CHECK(hook.calls == 1);
+  }
+  CHECK(ring->inflight() == 0);
+  ::close(fd);
+}
+
 }  // namespace
 }  // namespace pxd
