@@ -24,6 +24,24 @@ std::pair<uint32_t, uint64_t> ChunkAllocator::locate(uint64_t chunk) const {
   return {dev, chunk - bases_[dev]};
 }
 
+Status ChunkAllocator::for_each_run(
+    std::vector<uint64_t> chunks, uint64_t max_count,
+    const std::function<Status(uint32_t, uint64_t, uint64_t)>& fn) const {
+  std::sort(chunks.begin(), chunks.end());
+  max_count = std::max<uint64_t>(max_count, 1);
+  size_t i = 0;
+  while (i < chunks.size()) {
+    auto [dev, local] = locate(chunks[i]);
+    size_t j = i + 1;
+    while (j < chunks.size() && j - i < max_count && chunks[j] == chunks[j - 1] + 1 &&
+           locate(chunks[j]).first == dev)
+      ++j;
+    PXD_RETURN_IF_ERROR(fn(dev, local, j - i));
+    i = j;
+  }
+  return Status::ok();
+}
+
 bool ChunkAllocator::load_reference(uint64_t chunk, uint64_t referrer) {
   if (chunk >= total_) return false;
   if (refs_[chunk]++ == 0) ++referenced_;

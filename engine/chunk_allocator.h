@@ -25,6 +25,8 @@
 #include <mutex>
 #include <vector>
 
+#include "common/status.h"
+
 namespace pxd {
 
 inline constexpr uint64_t kNoChunk = UINT64_MAX;
@@ -42,6 +44,11 @@ class ChunkAllocator {
   uint64_t capacity_chunks() const { return total_; }
   // Device index and chunk number within it.
   std::pair<uint32_t, uint64_t> locate(uint64_t chunk) const;
+  // Sorts `chunks` and calls fn(device, first chunk within it, count) for each run of
+  // consecutive chunks on one device, in pieces of at most max_count chunks; stops at the
+  // first error fn returns.
+  Status for_each_run(std::vector<uint64_t> chunks, uint64_t max_count,
+                      const std::function<Status(uint32_t, uint64_t, uint64_t)>& fn) const;
 
   // ---- open time (before any I/O) ----
   // Counts one reference, held by tree `referrer`, found in the metadata. Returns false if

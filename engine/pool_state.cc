@@ -164,18 +164,9 @@ void PoolState::reclaim_and_wait() {
 
 Status PoolState::for_each_run(std::vector<uint64_t> chunks,
                                const std::function<Status(PoolDevice&, uint64_t, uint64_t)>& fn) {
-  std::sort(chunks.begin(), chunks.end());
-  size_t i = 0;
-  while (i < chunks.size()) {
-    auto [dev, local] = allocator_->locate(chunks[i]);
-    size_t j = i + 1;
-    while (j < chunks.size() && chunks[j] == chunks[j - 1] + 1 &&
-           allocator_->locate(chunks[j]).first == dev)
-      ++j;
-    PXD_RETURN_IF_ERROR(fn(*devices_[dev], local, j - i));
-    i = j;
-  }
-  return Status::ok();
+  return allocator_->for_each_run(
+      std::move(chunks), kRunPieceBytes / chunk_size_,
+      [&](uint32_t dev, uint64_t local, uint64_t count) { return fn(*devices_[dev], local, count); });
 }
 
 Status PoolState::zero_chunks_durably(const std::vector<uint64_t>& chunks) {

@@ -148,7 +148,12 @@ class PoolState {
   void refill_on_thread();
   void write_reserve_piece(std::shared_ptr<const std::vector<uint64_t>> chunks, size_t from);
   static constexpr size_t kRefillPiece = 256;
-  // Calls fn(device, first local chunk, count) for each run of consecutive chunks.
+  // Calls fn(device, first local chunk, count) for each run of consecutive chunks, in
+  // pieces of at most kRunPieceBytes. Each fn is one fallocate (punch, zero-range,
+  // preallocate), and a filesystem holds the file's inode lock for a whole call, so every
+  // data write into the pool file waits for it: one 4 GiB punch held first writes for
+  // 1.1-1.4 s on the development VM, 16 MiB pieces for at most 29 ms.
+  static constexpr uint64_t kRunPieceBytes = 16ULL << 20;
   Status for_each_run(std::vector<uint64_t> chunks,
                       const std::function<Status(PoolDevice&, uint64_t, uint64_t)>& fn);
   Status zero_chunks_durably(const std::vector<uint64_t>& chunks);

@@ -16,6 +16,37 @@ TEST_CASE("chunks are numbered pool-wide across devices") {
   CHECK(a.locate(14) == std::pair<uint32_t, uint64_t>{1, 4});
 }
 
+TEST_CASE("runs of consecutive chunks are cut at devices and at the piece size") {
+  ChunkAllocator a({10, 20});
+  struct Run {
+    uint32_t dev;
+    uint64_t local, count;
+    bool operator==(const Run&) const = default;
+  };
+  std::vector<Run> runs;
+  auto note = [&](uint32_t dev, uint64_t local, uint64_t count) {
+    runs.push_back({dev, local, count});
+    return Status::ok();
+  };
+  // Unsorted; 7..12 crosses from device 0 into device 1; 14..25 is one run of 12.
+  std::vector<uint64_t> chunks{12, 3, 7, 8, 9, 10, 11, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                               23, 24, 25};
+  REQUIRE(a.for_each_run(chunks, 5, note).is_ok());
+  CHECK(runs == std::vector<Run>{{0, 3, 1}, {0, 7, 3}, {1, 0, 3}, {1, 4, 5}, {1, 9, 5},
+                                 {1, 14, 2}});
+  runs.clear();
+  REQUIRE(a.for_each_run(chunks, 1000, note).is_ok());
+  CHECK(runs == std::vector<Run>{{0, 3, 1}, {0, 7, 3}, {1, 0, 3}, {1, 4, 12}});
+  // A piece size of 0 is taken as 1; the first error stops the walk.
+  int calls = 0;
+  Status failed = a.for_each_run(chunks, 0, [&](uint32_t, uint64_t, uint64_t count) {
+    CHECK(count == 1);
+    return ++calls == 3 ? Status(StatusCode::kIoError, "stop") : Status::ok();
+  });
+  CHECK(!failed.is_ok());
+  CHECK(calls == 3);
+}
+
 TEST_CASE("allocation comes only from the reserve") {
   ChunkAllocator a({8});
   a.finish_load({});
