@@ -157,7 +157,9 @@ void bench_fresh_pool(const EngineParams& p, BenchPool& pool, IoTarget& raw, Raw
   }
 }
 
-void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTarget& raw,
+}  // namespace
+
+void bench_fresh_writes(const EngineParams& p, const std::string& scratch, RawFile& raw,
                         Report& report) {
   if (p.wants_any({"freshwrite-4k-qd1", "freshwrite-4k-qd32"})) {
     // Chunks for the warm-up and every round at both depths, and a full reserve.
@@ -179,6 +181,8 @@ void bench_fresh_writes(const EngineParams& p, const std::string& scratch, IoTar
     bench_fresh_pool(p, pool, raw, *sparse, true, "-sparse-pool", report);
   }
 }
+
+namespace {
 
 // Section 2: random reads while the volume's chain of snapshots grows. Before each
 // snapshot a few random 4 KiB writes change the volume, so each snapshot has its own
@@ -292,9 +296,9 @@ EngineParams EngineParams::from(const BenchOptions& o) {
   return p;
 }
 
-SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch, Report& report) {
-  progress("engine: writing a " + format_size(p.size) + " raw file and pxd volume");
-  auto raw = RawFile::create(scratch + "/raw.img", p.size, RawLayout::kWritten);
+SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch, RawFile& raw,
+                              Report& report) {
+  progress("engine: writing a " + format_size(p.size) + " pxd volume");
   const uint64_t chunk = kDefaultChunkSize;
   const uint64_t chain_copies = p.chain.back() * std::max<uint64_t>(2, p.size / chunk / 256);
   BenchPool pool(scratch + "/data", 3 * p.size + chain_copies * chunk + 256 * kMiB);
@@ -308,12 +312,10 @@ SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch,
       if (!p.wants(qd_name(w.name, qd))) continue;
       LoadSpec spec = spec_for(w.op, w.pattern, w.block, qd, p.size, p.seconds);
       progress("engine: " + qd_name(w.name, qd));
-      Comparison c = compare_loads(volume, *raw, spec, p.rounds, w.name);
+      Comparison c = compare_loads(volume, raw, spec, p.rounds, w.name);
       add_throughput_rows(report, w.name, qd, w.block, c.a, c.b, w.goal);
     }
   }
-  bench_fresh_writes(p, scratch, *raw, report);
-  bench_delete_stall(p, scratch, report);
   bool chain = false;
   for (uint32_t n : p.chain) chain = chain || p.wants("randread-4k-qd32-snap" + std::to_string(n));
   if (!chain) return {};
@@ -325,7 +327,9 @@ void run_engine(const BenchOptions& options, Report& report) {
   ScratchDir scratch(options.dir, "pxbench-");
   progress("engine: working in " + scratch.path() + " (" + describe_filesystem(scratch.path()) +
            ")");
-  SnapshotTimes small = bench_data_path(p, scratch.path(), report);
+  progress("engine: writing a " + format_size(p.size) + " raw file");
+  auto raw = RawFile::create(scratch / "raw.img", p.size, RawLayout::kWritten);
+  SnapshotTimes small = bench_data_path(p, scratch.path(), *raw, report);
   if (p.wants_any({"fill-extents-4k-qd32", "snapcreate-p50", "snapcreate-p99", "inspect-volume-p50",
                    "list-objects", "read-qd1-p99.9-lat-during-snapcreate",
                    "read-qd1-max-lat-during-snapcreate", "read-qd1-p99.9-lat-during-list",
@@ -337,6 +341,11 @@ void run_engine(const BenchOptions& options, Report& report) {
   if (p.wants_any({"metadata-per-used", "metadata-per-written", "memory-per-gib-used",
                    "memory-per-gib-written"}))
     bench_metadata_memory(p, options.self, scratch.path(), report);
+  // Last: these write and delete about 50 GiB of files, and the filesystem's discards of
+  // them slow the disk for minutes after (reads of the snapshot chain's 0-snapshot volume
+  // ran at a tenth of their speed when this came before section 2).
+  bench_fresh_writes(p, scratch.path(), *raw, report);
+  bench_delete_stall(p, scratch.path(), report);
 }
 
 }  // namespace pxd::bench

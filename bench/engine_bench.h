@@ -19,6 +19,7 @@
 
 #include "bench/bench.h"
 #include "bench/load.h"
+#include "bench/raw_io.h"
 
 namespace pxd::bench {
 
@@ -74,9 +75,13 @@ struct SnapshotTimes {
   double p99_ms = 0;
   uint64_t mapped_extents = 0;
 };
-// Sections 1 and 2 (they share the written volume). Returns the snapshot-create times
-// seen while building the chain, for comparison with section 3.
-SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch, Report& report);
+// Sections 1 and 2 (they share the written volume), against `raw`. Returns the
+// snapshot-create times seen while building the chain, for comparison with section 3.
+SnapshotTimes bench_data_path(const EngineParams& p, const std::string& scratch, RawFile& raw,
+                              Report& report);
+// First writes into thin space, against `raw` (and a spread peer of its own).
+void bench_fresh_writes(const EngineParams& p, const std::string& scratch, RawFile& raw,
+                        Report& report);
 void bench_large_volume_snapshots(const EngineParams& p, const std::string& scratch, Report& report,
                                   const SnapshotTimes& small_volume);
 void bench_cpu(const EngineParams& p, Report& report);

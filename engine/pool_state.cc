@@ -164,9 +164,10 @@ void PoolState::reclaim_and_wait() {
 
 Status PoolState::for_each_run(std::vector<uint64_t> chunks,
                                const std::function<Status(PoolDevice&, uint64_t, uint64_t)>& fn) {
-  return allocator_->for_each_run(
-      std::move(chunks), kRunPieceBytes / chunk_size_,
-      [&](uint32_t dev, uint64_t local, uint64_t count) { return fn(*devices_[dev], local, count); });
+  return allocator_->for_each_run(std::move(chunks), kRunPieceBytes / chunk_size_,
+                                  [&](uint32_t dev, uint64_t local, uint64_t count) {
+                                    return fn(*devices_[dev], local, count);
+                                  });
 }
 
 Status PoolState::zero_chunks_durably(const std::vector<uint64_t>& chunks) {
