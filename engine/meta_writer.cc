@@ -30,14 +30,14 @@ MetaWriter::~MetaWriter() {
 }
 
 uint64_t MetaWriter::commit(metadb::MetaBatch batch, bool sync, Done done) {
-  return queue_commit(std::move(batch), sync, std::move(done), true);
+  return enqueue_commit(std::move(batch), sync, std::move(done), true);
 }
 
 uint64_t MetaWriter::commit_unwoken(metadb::MetaBatch batch, bool sync, Done done) {
-  return queue_commit(std::move(batch), sync, std::move(done), false);
+  return enqueue_commit(std::move(batch), sync, std::move(done), false);
 }
 
-uint64_t MetaWriter::queue_commit(metadb::MetaBatch batch, bool sync, Done done, bool wake) {
+uint64_t MetaWriter::enqueue_commit(metadb::MetaBatch batch, bool sync, Done done, bool wake) {
   std::lock_guard<std::mutex> lock(mu_);
   Item item{Kind::kCommit, std::move(batch), sync, next_sequence_++, std::move(done), {}};
   uint64_t seq = item.sequence;

@@ -110,7 +110,7 @@ class MetaWriter {
     uint64_t written;
     Done done;
   };
-  uint64_t queue_commit(metadb::MetaBatch batch, bool sync, Done done, bool wake);
+  uint64_t enqueue_commit(metadb::MetaBatch batch, bool sync, Done done, bool wake);
   void loop();
   void sync_loop();
   void write_group(std::deque<Item>& items, size_t end);
