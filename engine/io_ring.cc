@@ -89,10 +89,53 @@ void IoRing::defer(IoCompletion* completion, int result) {
   deferred_.emplace_back(completion, result);
 }
 
+namespace {
+
+// The posts held by the PostBatch objects alive on this thread.
+struct HeldPosts {
+  int depth = 0;
+  std::vector<std::pair<IoRing*, std::function<void()>>> posts;
+};
+thread_local HeldPosts held_posts;
+
+}  // namespace
+
+IoRing::PostBatch::PostBatch() {
+  ++held_posts.depth;
+}
+
+IoRing::PostBatch::~PostBatch() {
+  if (--held_posts.depth > 0) return;
+  auto& posts = held_posts.posts;
+  // Per ring, in the order posted. A batch reaches few rings (one per frontend thread),
+  // so each pass takes the next ring not handed its posts yet.
+  std::vector<std::function<void()>> fns;
+  for (size_t first = 0; first < posts.size(); ++first) {
+    IoRing* ring = posts[first].first;
+    if (ring == nullptr) continue;
+    fns.clear();
+    for (size_t i = first; i < posts.size(); ++i) {
+      if (posts[i].first != ring) continue;
+      fns.push_back(std::move(posts[i].second));
+      posts[i].first = nullptr;
+    }
+    ring->post_all(fns.data(), fns.size());
+  }
+  posts.clear();
+}
+
 void IoRing::post(std::function<void()> fn) {
+  if (held_posts.depth > 0) {
+    held_posts.posts.emplace_back(this, std::move(fn));
+    return;
+  }
+  post_all(&fn, 1);
+}
+
+void IoRing::post_all(std::function<void()>* fns, size_t count) {
   {
     std::lock_guard<std::mutex> lock(posted_mu_);
-    posted_.push_back(std::move(fn));
+    for (size_t i = 0; i < count; ++i) posted_.push_back(std::move(fns[i]));
   }
   if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
     uint64_t one = 1;

@@ -63,6 +63,21 @@ class IoRing {
   // Runs `fn` on this ring's thread from a later run_once(). Safe from any thread.
   void post(std::function<void()> fn);
 
+  // While a PostBatch lives on a thread, post() calls made on that thread are held, and
+  // handed to their rings when the outermost one ends, in the order they were made: each
+  // ring's queue is locked once and its thread woken at most once for all of them. The
+  // metadata writer holds one around the callbacks of a group commit, so that a ring wakes
+  // once for the requests the group completes instead of once every few of them (each
+  // wake of a ring thread is a context switch; see doc/engine.md). A ring posted to must
+  // outlive the batch, as it must outlive any post().
+  class PostBatch {
+   public:
+    PostBatch();
+    ~PostBatch();
+    PostBatch(const PostBatch&) = delete;
+    PostBatch& operator=(const PostBatch&) = delete;
+  };
+
   // Calls fn(arg) on this thread once the SQEs queued so far are submitted: in the next
   // run_once(), before it waits. For waking another thread that works alongside this I/O
   // (the metadata writer) only when the I/O is on its way: woken first, it can take the
@@ -85,6 +100,8 @@ class IoRing {
   IoRing() = default;
   class WakeCompletion;
   void arm_wake();
+  // Appends fns to posted_ and wakes the thread if it is not woken yet.
+  void post_all(std::function<void()>* fns, size_t count);
   int dispatch_ready();
   int submit();  // io_uring_submit(), then the after_submit() calls
 

@@ -4,6 +4,7 @@
 #include <future>
 
 #include "common/log.h"
+#include "engine/io_ring.h"
 
 namespace pxd {
 
@@ -160,6 +161,8 @@ void MetaWriter::write_group(std::deque<Item>& items, size_t end) {
       PXD_LOG(kError) << "metadata write failed, pool is now read-only: " << status;
     }
   }
+  // Requests completed by these callbacks reach their rings together (see PostBatch).
+  IoRing::PostBatch posts;
   for (size_t i = 0; i < end; ++i) {
     if (!items[i].done) continue;
     if (items[i].sync && status.is_ok()) {
@@ -229,7 +232,10 @@ void MetaWriter::sync_loop() {
         PXD_LOG(kError) << "metadata sync failed, pool is now read-only: " << status;
       }
     }
-    for (Handoff& h : work) h.done(status);
+    {
+      IoRing::PostBatch posts;
+      for (Handoff& h : work) h.done(status);
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       syncing_ = false;

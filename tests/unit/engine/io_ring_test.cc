@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <thread>
+#include <vector>
 
 #include "tests/support/temp_dir.h"
 
@@ -64,6 +66,41 @@ TEST_CASE("post() crosses threads and wakes a waiting ring") {
   ring->run_until([&] { return ran.load() == 1000; });
   poster.join();
   CHECK(ran.load() == 1000);
+}
+
+TEST_CASE("a PostBatch holds a thread's posts until the outermost batch ends, in order") {
+  auto a = IoRing::create(8).value();
+  auto b = IoRing::create(8).value();
+  std::vector<int> ran_a, ran_b;  // touched only by the rings' thread, this one
+  std::promise<void> posted, checked;
+  std::thread poster([&] {
+    {
+      IoRing::PostBatch batch;
+      a->post([&] { ran_a.push_back(1); });
+      b->post([&] { ran_b.push_back(1); });
+      {
+        IoRing::PostBatch inner;  // ending it hands nothing over: the outer one is alive
+        a->post([&] { ran_a.push_back(2); });
+      }
+      a->post([&] { ran_a.push_back(3); });
+      posted.set_value();
+      checked.get_future().wait();
+    }
+    a->post([&] { ran_a.push_back(4); });  // no batch: at once
+  });
+  posted.get_future().wait();
+  // Nothing has reached either ring while the batch lives (a ring that was woken would
+  // dispatch its wake-up completion and the posted functions here).
+  CHECK(a->run_once(true, 50) == 0);
+  CHECK(b->run_once(true, 50) == 0);
+  CHECK(ran_a.empty());
+  CHECK(ran_b.empty());
+  checked.set_value();
+  poster.join();
+  a->run_until([&] { return ran_a.size() == 4; });
+  b->run_until([&] { return ran_b.size() == 1; });
+  CHECK(ran_a == std::vector<int>{1, 2, 3, 4});
+  CHECK(ran_b == std::vector<int>{1});
 }
 
 TEST_CASE("more submissions than the queue holds are all completed") {
