@@ -60,6 +60,8 @@ void ThinVolume::submit(IoRing& ring, IoRequest* req) {
   req->volume_flags = 0;
   req->inplace_segments = 0;
   req->sequence = 0;
+  req->remote_pending.store(1, std::memory_order_relaxed);  // the ring's part
+  req->remote_status.store(0, std::memory_order_relaxed);
 
   uint64_t size = size_bytes();
   bool bad = false;
@@ -106,7 +108,30 @@ void ThinVolume::map_extents(uint64_t offset, uint64_t length,
 void ThinVolume::step(IoRequest* req, int result) {
   auto* self = static_cast<ThinVolume*>(req->volume_state);
   if (result < 0 && req->status == 0) req->status = result;
-  if (--req->pending == 0) self->finish(req);
+  if (--req->pending == 0) self->ring_part_done(req);
+}
+
+void ThinVolume::commit_done(IoRequest* req, int error) {
+  if (error < 0) {
+    int32_t none = 0;
+    req->remote_status.compare_exchange_strong(none, error, std::memory_order_relaxed);
+  }
+  // The last touch of `req` unless this takes the count to zero: the ring may finish it
+  // at once otherwise.
+  if (req->remote_pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  req->ring->post([req] { static_cast<ThinVolume*>(req->volume_state)->ring_part_done(req); });
+}
+
+void ThinVolume::ring_part_done(IoRequest* req) {
+  // When a commit is the last to finish, this runs twice: once when the ring's part is
+  // done (it drops the ring's count), then from commit_done()'s post (the count is zero).
+  // A FUA write's metadata sync, after finish(), also ends here with the count at zero.
+  if (req->remote_pending.load(std::memory_order_acquire) != 0 &&
+      req->remote_pending.fetch_sub(1, std::memory_order_acq_rel) != 1)
+    return;
+  int32_t error = req->remote_status.load(std::memory_order_relaxed);
+  if (error < 0 && req->status == 0) req->status = error;
+  finish(req);
 }
 
 void ThinVolume::start_read(IoRequest* req) {
@@ -298,8 +323,9 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         // extent's batch is written.
         PendingChange* p = s.join;
         auto loc = pool_.locate(p->new_chunk);
-        req->pending += 2;
+        ++req->pending;
         ++req->inplace_segments;
+        req->remote_pending.fetch_add(1, std::memory_order_relaxed);
         p->commit_waiters.push_back(req);
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         break;
@@ -316,8 +342,9 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         tree_.set_change(s.chunk_index,
                          tree_.add_live(s.chunk_index, LiveEntry{s.new_chunk, gen, false, true}),
                          p);
-        req->pending += 2;
+        ++req->pending;
         ++req->inplace_segments;
+        req->remote_pending.fetch_add(1, std::memory_order_relaxed);
         p->commit_waiters.push_back(req);
         queue_commit(p, req->ring);
         auto loc = pool_.locate(s.new_chunk);
@@ -335,7 +362,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         p->overlay_length = s.length;
         p->overlay = s.data;
         tree_.set_change(s.chunk_index, *tree_.live.find(s.chunk_index), p);
-        ++req->pending;
+        req->remote_pending.fetch_add(1, std::memory_order_relaxed);
         p->commit_waiters.push_back(req);
         to_copy.push_back(p);
         changes = true;
@@ -346,7 +373,7 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         p->old_chunk = s.old_chunk;
         p->old_birth = s.old_birth;
         tree_.set_change(s.chunk_index, *tree_.live.find(s.chunk_index), p);
-        ++req->pending;
+        req->remote_pending.fetch_add(1, std::memory_order_relaxed);
         p->commit_waiters.push_back(req);
         queue_commit(p, req->ring);
         break;
@@ -405,11 +432,11 @@ void ThinVolume::end_change(PendingChange* p) {
 }
 
 ThinVolume::~ThinVolume() {
-  // finalize_change() and fail_change() complete their requests through the rings' queues,
-  // so a request can complete, and its handle be released, before they have made
-  // end_change() their last touch of this object. Every change still in flight here is in
-  // that window, on the metadata thread, queued before this job: once it has run, they
-  // are done.
+  // finalize_change() and fail_change() release their requests' commits (commit_done()),
+  // after which the rings complete them, so a request can complete, and its handle be
+  // released, before they have made end_change() their last touch of this object. Every change
+  // still in flight here is in that window, on the metadata thread, queued before this job: once it
+  // has run, they are done.
   if (changes_in_flight_.load(std::memory_order_acquire) > 0) pool_.writer().run_and_wait([] {});
 }
 
@@ -469,7 +496,7 @@ void ThinVolume::finalize_change(PendingChange* p, const Status& status) {
     waiters = p->waiters;
   }
   if (status.is_ok()) pool_.retire(p->freed);
-  for (IoRequest* r : commit_waiters) r->ring->post([r, err] { ThinVolume::step(r, err); });
+  for (IoRequest* r : commit_waiters) commit_done(r, err);
   for (IoRequest* r = waiters; r;) {
     IoRequest* next = r->next_waiter;
     redispatch_later(r);
@@ -493,7 +520,7 @@ void ThinVolume::fail_change(PendingChange* p, int error) {
   pool_.retire({p->new_chunk});
   // Completed from the ring's queue, not from here: a completion may release the last
   // handle, and this object must outlive end_change() (see ~ThinVolume).
-  for (IoRequest* r : commit_waiters) r->ring->post([r, error] { ThinVolume::step(r, error); });
+  for (IoRequest* r : commit_waiters) commit_done(r, error);
   for (IoRequest* r = waiters; r;) {
     IoRequest* next = r->next_waiter;
     redispatch_later(r);

@@ -41,8 +41,7 @@ class ThinVolume final : public Volume {
   uint32_t block_size() const override { return block_size_; }
   bool read_only() const override { return false; }
   void submit(IoRing& ring, IoRequest* req) override;
-  void map_extents(uint64_t offset, uint64_t length,
-                   std::vector<VolumeExtent>& out) const override;
+  void map_extents(uint64_t offset, uint64_t length, std::vector<VolumeExtent>& out) const override;
 
   // Grows the device (the Pool has committed the new size).
   void set_size(uint64_t size_bytes) { size_.store(size_bytes, std::memory_order_release); }
@@ -52,6 +51,11 @@ class ThinVolume final : public Volume {
   struct Segment;
 
   static void step(IoRequest* req, int result);
+  // One of the metadata commits `req` waits for is done (on the metadata thread).
+  static void commit_done(IoRequest* req, int error);
+  // The ring's part of `req` is done, or its last commit was: finishes it unless a commit
+  // (or the ring's part) is still outstanding. On the ring's thread.
+  void ring_part_done(IoRequest* req);
   void start_read(IoRequest* req);
   void start_flush(IoRequest* req);
   // Classifies every chunk the request touches and either starts all of its work or

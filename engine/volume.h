@@ -27,6 +27,7 @@
 // own ring. size_bytes() may change (grow) while requests run.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -41,6 +42,20 @@ enum class IoOp : uint8_t { kRead, kWrite, kFlush, kDiscard, kWriteZeroes };
 
 enum IoFlags : uint32_t {
   kIoFua = 1u << 0,  // kWrite: durable when it completes
+};
+
+// A std::atomic that copies: the owner of an IoRequest resets it by assigning a fresh one
+// (never while it is in flight), which copies the value.
+template <typename T>
+class CopyableAtomic : public std::atomic<T> {
+ public:
+  constexpr CopyableAtomic(T value = T()) noexcept : std::atomic<T>(value) {}
+  CopyableAtomic(const CopyableAtomic& other) noexcept
+      : std::atomic<T>(other.load(std::memory_order_relaxed)) {}
+  CopyableAtomic& operator=(const CopyableAtomic& other) noexcept {
+    this->store(other.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    return *this;
+  }
 };
 
 // One block request. Fields above the line are the caller's; below are the volume's
@@ -67,6 +82,12 @@ struct IoRequest final : IoCompletion {
   IoRequest* next_waiter = nullptr;
   IoRequest* active_prev = nullptr;
   IoRequest* active_next = nullptr;
+  // Metadata commits the request waits for, which complete on the metadata thread, plus
+  // one for the ring's own part (`pending`). Whichever side takes it to zero finishes the
+  // request: the ring inline, or the metadata thread through IoRing::post. So a commit
+  // done before the request's data costs the ring no wake-up.
+  CopyableAtomic<uint32_t> remote_pending{0};
+  CopyableAtomic<int32_t> remote_status{0};  // the first error of those commits
 
   void on_complete(int result) override { volume_step(this, result); }
 };

@@ -152,11 +152,13 @@ std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
   return v;
 }
 
-// The pool: metadata on the loop filesystem, its one device a file in `dir`.
+// The pool: metadata on the loop filesystem, its one device a file in `dir` (or in
+// `device_dir`).
 struct Setup {
-  Setup() {
+  explicit Setup(const std::string& device_dir = {}) {
     PoolOptions options;
-    options.devices.push_back({dir / "pool0.img", 64 * kMiB});
+    options.devices.push_back(
+        {device_dir.empty() ? dir / "pool0.img" : device_dir + "/pool0.img", 64 * kMiB});
     options.chunk_size = kChunk;
     auto p = Pool::create(meta(), options);
     REQUIRE_MESSAGE(p.has_value(), p.error().to_string());
@@ -199,7 +201,7 @@ struct Setup {
   } thaw_on_exit{fs};
 };
 
-// A write of `data` at `offset`, submitted while the metadata filesystem is frozen.
+// A write of `data` at `offset`, submitted while a filesystem under the pool is frozen.
 struct FrozenWrite {
   FrozenWrite(Setup& s, uint64_t offset, const std::vector<uint8_t>& data)
       : buf(data.size()), write(IoOp::kWrite, offset, data.size(), buf.data) {
@@ -245,6 +247,35 @@ TEST_CASE(
   REQUIRE(vol.has_value());
   CHECK(s.io.read(*vol.value(), offset, data.size()) == data);
   CHECK(s.pool->usage().used_bytes == kChunk);
+}
+
+TEST_CASE("a first write whose data lands after its extent's batch completes once the data is in") {
+  if (skip_unless_root()) return;
+  // The pool's device on a filesystem of its own, frozen: the data write waits in the
+  // kernel while the extent's batch is written. (The ring finishes such a request itself
+  // when the data completes: no post from the metadata thread is left to do it.)
+  TempDir data_dir;
+  MetaFs data_fs{data_dir / "data.img", data_dir / "mnt"};
+  Setup s(data_dir / "mnt");
+  struct ThawOnExit {
+    MetaFs& fs;
+    ~ThawOnExit() { fs.thaw(); }
+  } thaw_on_exit{data_fs};  // before the pool closes, on every exit path
+  const auto data = pattern(4096, 4);
+  const uint64_t offset = 4 * kChunk + 4096;
+  const uint64_t commits = s.pool->usage().metadata_commits;
+  data_fs.freeze();
+  FrozenWrite w(s, offset, data);
+  const auto end = Clock::now() + 30s;
+  while (s.pool->usage().metadata_commits == commits && Clock::now() < end && !w.write.done)
+    s.ring->run_once(true, 10);
+  REQUIRE_MESSAGE(s.pool->usage().metadata_commits > commits, "the extent's batch was not written");
+  CHECK_FALSE_MESSAGE(w.write.wait(*s.ring, 300ms), "a first write completed before its data");
+  data_fs.thaw();
+  REQUIRE(w.write.wait(*s.ring, 60s));
+  CHECK(w.write.result == 0);
+  CHECK(s.io.read(*s.vol, offset, data.size()) == data);
+  CHECK(all_bytes(s.io.read(*s.vol, 4 * kChunk, 4096), 0));
 }
 
 TEST_CASE(
