@@ -6,6 +6,7 @@
 #include "bench/load.h"
 #include "bench/raw_io.h"
 #include "common/units.h"
+#include "engine/pool_state.h"
 
 namespace pxd::bench {
 namespace {
@@ -166,6 +167,10 @@ void bench_fresh_writes(const EngineParams& p, const std::string& scratch, RawFi
     const uint64_t capacity =
         (p.fresh_warmup_ops + p.fresh_ops_qd1 + p.fresh_ops_qd32 + p.fresh_thick_spare) *
         kDefaultChunkSize;
+    // Until session 11 it was 34 GiB: the reserve then held 32 of them, fell below half in
+    // the last QD32 round of a full run, and that round's refill sync stalled its writes.
+    if (capacity > PoolState::kMaxReserveBytesUnbacked)
+      throw BenchError("the thick fresh-write pool must fit in its allocation reserve");
     ScratchDir dir(scratch, "fresh-thick-");
     progress("engine: writing a thick pool file of " + format_size(capacity));
     BenchPool pool(dir.path(), capacity, kDefaultChunkSize, "", /*thick=*/true);

@@ -33,16 +33,17 @@ struct EngineParams {
   // write costs a second per thousand) and the sparse one, where each leaves a filesystem
   // extent of its own, and on a filesystem mounted with `discard` deleting the file then
   // costs a discard per extent (about 3 ms each on the development VMs, so 10,000 of them
-  // add half a minute to the run). The thick pool's reserve (up to 65536 chunks, from
-  // the start) holds all of its free space, so no refill falls in the rounds; in a large
-  // pool one comes every 16384 fresh 1 MiB chunks (a metadata sync each: doc/engine.md),
-  // which these rounds, like a pool's first 16384 fresh chunks, do not show. The sparse
-  // pool's small reserve is refilled during the rounds at its natural rate.
+  // add half a minute to the run). The thick pool's reserve (up to 32 GiB, from the
+  // start) holds all of its free space, so no refill falls in the rounds; in a large pool
+  // one comes every 16384 fresh 1 MiB chunks (a metadata sync each, which stalls first
+  // writes 15-55 ms on the development VMs: doc/engine.md), which these rounds, like a
+  // pool's first 16384 fresh chunks, do not show. The sparse pool's small reserve is
+  // refilled during the rounds at its natural rate.
   uint64_t fresh_ops_qd1 = 2000;
   uint64_t fresh_ops_qd32 = 16000;
   uint64_t fresh_warmup_ops = 256;
-  uint64_t fresh_thick_spare = 16384;  // chunks of the thick pool beyond the writes
-  uint64_t delete_chunks = 4096;       // a volume of this many chunks is deleted under fresh writes
+  uint64_t fresh_thick_spare = 8192;  // chunks of the thick pool beyond the writes
+  uint64_t delete_chunks = 4096;      // a volume of this many chunks is deleted under fresh writes
   std::vector<uint32_t> chain = {0, 16, 256};
   uint64_t extents = 1000000;  // section 3
   int snapshot_creates = 200;
