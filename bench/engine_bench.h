@@ -39,7 +39,7 @@ struct EngineParams {
   // writes 15-55 ms on the development VMs: doc/engine.md), which these rounds, like a
   // pool's first 16384 fresh chunks, do not show. The sparse pool's small reserve is
   // refilled during the rounds at its natural rate.
-  uint64_t fresh_ops_qd1 = 2000;
+  uint64_t fresh_ops_qd1 = 8000;
   uint64_t fresh_ops_qd32 = 16000;
   uint64_t fresh_warmup_ops = 256;
   uint64_t fresh_thick_spare = 8192;  // chunks of the thick pool beyond the writes
