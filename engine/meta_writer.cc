@@ -28,6 +28,9 @@ MetaWriter::~MetaWriter() {
   }
   sync_cv_.notify_all();
   syncer_.join();
+  // Every record is in the store now (or the store failed, and the next open replays
+  // what the journal still has).
+  if (journal_ && failure_.is_ok()) ExtentJournal::remove(journal_->path());
 }
 
 uint64_t MetaWriter::commit(metadb::MetaBatch batch, bool sync, Done done) {
@@ -53,15 +56,46 @@ void MetaWriter::wake(void* writer) {
   if (!self->queue_.empty()) self->cv_.notify_one();
 }
 
+void MetaWriter::attach_journal(std::unique_ptr<ExtentJournal> journal,
+                                const metadb::JournalState& state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  journal_ = std::move(journal);
+  journal_state_ = state;
+  journal_pending_.reserve(journal_->capacity());
+}
+
+uint64_t MetaWriter::journal_extent(uint64_t tree, uint64_t chunk_index, uint32_t birth,
+                                    uint64_t pool_chunk) {
+  JournalRecord record{0, tree, chunk_index, pool_chunk, birth};
+  uint64_t slot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!journal_ || !failure_.is_ok() ||
+        journal_written_ - journal_applied_ >= journal_->capacity())
+      return 0;
+    record.sequence = next_sequence_++;
+    slot = journal_written_++;
+    journal_pending_.push_back(record);
+    if (!journal_wake_ && journal_pending_.size() >= journal_->capacity() / 4) {
+      journal_wake_ = true;
+      cv_.notify_one();
+    }
+  }
+  // Outside the lock: the slot is this record's alone until the writer has put it in the
+  // store, and a record the store has is never replayed.
+  journal_->write(slot, record);
+  return record.sequence;
+}
+
 void MetaWriter::sync(Done done) {
   std::lock_guard<std::mutex> lock(mu_);
-  queue_.push_back(Item{Kind::kSync, {}, true, 0, std::move(done), {}});
+  queue_.push_back(Item{Kind::kSync, {}, true, next_sequence_, std::move(done), {}});
   cv_.notify_one();
 }
 
 void MetaWriter::run(std::function<void()> fn) {
   std::lock_guard<std::mutex> lock(mu_);
-  queue_.push_back(Item{Kind::kRun, {}, false, 0, {}, std::move(fn)});
+  queue_.push_back(Item{Kind::kRun, {}, false, next_sequence_, {}, std::move(fn)});
   cv_.notify_one();
 }
 
@@ -140,21 +174,41 @@ Status MetaWriter::health() const {
   return failure_;
 }
 
-// Writes items [0, end), all commits, as one batch, unsynced; those that asked for a sync
-// are handed to the syncer.
-void MetaWriter::write_group(std::deque<Item>& items, size_t end) {
+// Writes items [0, end), all commits, and the journal records before them as one batch,
+// unsynced; those that asked for a sync are handed to the syncer.
+void MetaWriter::write_group(std::deque<Item>& items, size_t end,
+                             const std::vector<JournalRecord>& records, size_t* next,
+                             size_t record_end) {
   metadb::MetaBatch group;
   uint64_t last = 0;
+  size_t r = *next;
+  auto put_records_below = [&](uint64_t sequence) {
+    for (; r < record_end && records[r].sequence < sequence; ++r) {
+      const JournalRecord& rec = records[r];
+      group.put_extent({rec.tree, rec.chunk_index, rec.birth},
+                       {rec.pool_chunk, metadb::kLiveGeneration});
+      last = rec.sequence;
+    }
+  };
   for (size_t i = 0; i < end; ++i) {
+    put_records_below(items[i].sequence);
     group.append(std::move(items[i].batch));
     last = items[i].sequence;
   }
+  put_records_below(UINT64_MAX);
+  const size_t journaled = r - *next;
+  if (journaled > 0) {
+    journal_state_.applied = records[r - 1].sequence;
+    group.put_journal_state(journal_state_);
+  }
+  *next = r;
   Status status = health();
   if (status.is_ok()) {
     status = store_->write(group, false);
     std::lock_guard<std::mutex> lock(mu_);
     if (status.is_ok()) {
-      committed_ = last;
+      committed_ = std::max(committed_, last);
+      journal_applied_ += journaled;
       ++written_;
     } else if (failure_.is_ok()) {
       failure_ = status;
@@ -176,18 +230,33 @@ void MetaWriter::write_group(std::deque<Item>& items, size_t end) {
 void MetaWriter::loop() {
   for (;;) {
     std::deque<Item> items;
+    std::vector<JournalRecord> records;
     {
       std::unique_lock<std::mutex> lock(mu_);
       auto idle = [&] { return queue_.empty() && handoffs_.empty() && !syncing_; };
-      cv_.wait(lock, [&] { return !queue_.empty() || (stopping_ && idle()); });
-      if (queue_.empty()) return;  // stopping, and nothing can queue more
+      cv_.wait(lock, [&] {
+        return !queue_.empty() || journal_wake_ ||
+               (stopping_ && (idle() || !journal_pending_.empty()));
+      });
+      if (queue_.empty() && journal_pending_.empty())
+        return;  // stopping, and nothing can queue more
+      // Taken together, under the lock that numbers both: every record below an item's
+      // number is here.
       items.swap(queue_);
+      records.swap(journal_pending_);
+      journal_pending_.reserve(records.capacity());
+      journal_wake_ = false;
     }
-    while (!items.empty()) {
+    size_t next_record = 0;
+    while (!items.empty() || next_record < records.size()) {
       size_t commits = 0;
       while (commits < items.size() && items[commits].kind == Kind::kCommit) ++commits;
-      if (commits > 0) {
-        write_group(items, commits);
+      // Records numbered below the first sync or run item go with the commits before it.
+      const uint64_t bound = commits < items.size() ? items[commits].sequence : UINT64_MAX;
+      size_t record_end = next_record;
+      while (record_end < records.size() && records[record_end].sequence < bound) ++record_end;
+      if (commits > 0 || record_end > next_record) {
+        write_group(items, commits, records, &next_record, record_end);
         items.erase(items.begin(), items.begin() + static_cast<long>(commits));
         continue;
       }

@@ -23,6 +23,13 @@
 // Ordering: queued >= committed >= durable, each only grows. A callback on the syncer
 // sees everything queued before its item written and durable (or the failure).
 //
+// The extent journal (extent_journal.h), once attached, holds first writes' extents that
+// are not in the store yet. Each record takes a sequence number like a commit; the writer
+// moves pending records into its writes, in sequence order with the commits and before
+// any sync() or run() item queued after them, together with the journal's state record
+// (the highest sequence applied). It is woken for them only when a quarter of the
+// journal is pending, or by anything queued after them.
+//
 // Thread safety: every public method may be called from any thread unless it says
 // otherwise.
 #pragma once
@@ -36,6 +43,7 @@
 #include <thread>
 
 #include "common/status.h"
+#include "engine/extent_journal.h"
 #include "metadb/meta_store.h"
 
 namespace pxd {
@@ -60,6 +68,15 @@ class MetaWriter {
   // Wakes the writer if it waits with work queued. `writer` is a MetaWriter* (the form
   // IoRing::after_submit takes).
   static void wake(void* writer);
+  // Attaches the journal whose records `state` (already in the store) authenticates.
+  // REQUIRES: before any journal_extent() call.
+  void attach_journal(std::unique_ptr<ExtentJournal> journal, const metadb::JournalState& state);
+  // Records a first write's extent, live from `birth`, in the journal, and returns its
+  // sequence number; the writer puts it in the store later (see above). Returns 0, having
+  // done nothing, if no journal is attached, or it is full, or the writer has failed: the
+  // caller commits a batch instead.
+  uint64_t journal_extent(uint64_t tree, uint64_t chunk_index, uint32_t birth, uint64_t pool_chunk);
+
   // done runs (on the syncer) once every commit queued before this call is durable.
   void sync(Done done);
   // Runs fn on the writer after everything queued before it has been written.
@@ -100,6 +117,8 @@ class MetaWriter {
     Kind kind;
     metadb::MetaBatch batch;
     bool sync = false;
+    // A commit's number; for a sync or run item, the number the next commit would have
+    // had (journal records below it go first).
     uint64_t sequence = 0;
     Done done;
     std::function<void()> fn;
@@ -113,7 +132,10 @@ class MetaWriter {
   uint64_t enqueue_commit(metadb::MetaBatch batch, bool sync, Done done, bool wake);
   void loop();
   void sync_loop();
-  void write_group(std::deque<Item>& items, size_t end);
+  // Writes items [0, end) (all commits) and journal records [*next, record_end) as one
+  // batch, in sequence order; advances *next.
+  void write_group(std::deque<Item>& items, size_t end, const std::vector<JournalRecord>& records,
+                   size_t* next, size_t record_end);
   void hand_off(Done done);  // REQUIRES: on the writer
 
   metadb::MetaStore* store_;
@@ -132,6 +154,15 @@ class MetaWriter {
   bool stopping_ = false;         // GUARDED_BY(mu_)
   bool syncing_ = false;          // GUARDED_BY(mu_): the syncer holds hand-offs
   bool writer_done_ = false;      // GUARDED_BY(mu_): no more hand-offs will come
+  // The journal, its state's key, records not yet taken by the writer, how many records
+  // this open has written (the next slot) and how many are in the store (their slots
+  // free), and whether the writer was woken for them.
+  std::unique_ptr<ExtentJournal> journal_;
+  metadb::JournalState journal_state_;
+  std::vector<JournalRecord> journal_pending_;  // GUARDED_BY(mu_)
+  uint64_t journal_written_ = 0;                // GUARDED_BY(mu_)
+  uint64_t journal_applied_ = 0;                // GUARDED_BY(mu_)
+  bool journal_wake_ = false;                   // GUARDED_BY(mu_)
   std::thread syncer_;
   std::thread thread_;
 };

@@ -3,12 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <future>
 #include <random>
 
 #include "common/log.h"
 #include "common/units.h"
+#include "engine/extent_journal.h"
 #include "engine/pool_state.h"
 #include "engine/snapshot_volume.h"
 #include "engine/thin_volume.h"
@@ -136,11 +138,12 @@ Result<std::unique_ptr<Pool>> Pool::create(const std::string& meta_dir,
   }
   std::unique_ptr<Pool> pool(
       new Pool(std::make_unique<PoolState>(std::move(store).value(), std::move(devices))));
-  PXD_RETURN_IF_ERROR(pool->load());
+  PXD_RETURN_IF_ERROR(pool->load(options.journal));
   return pool;
 }
 
-Result<std::unique_ptr<Pool>> Pool::open(const std::string& meta_dir) {
+Result<std::unique_ptr<Pool>> Pool::open(const std::string& meta_dir,
+                                         const PoolOpenOptions& options) {
   PXD_TRY(auto store, metadb::MetaStore::open(meta_dir));
   const metadb::PoolRecord& record = store->pool();
   std::vector<std::unique_ptr<PoolDevice>> devices;
@@ -152,13 +155,14 @@ Result<std::unique_ptr<Pool>> Pool::open(const std::string& meta_dir) {
   }
   std::unique_ptr<Pool> pool(
       new Pool(std::make_unique<PoolState>(std::move(store), std::move(devices))));
-  PXD_RETURN_IF_ERROR(pool->load());
+  PXD_RETURN_IF_ERROR(pool->load(options.journal));
   return pool;
 }
 
-// Rebuilds every in-memory structure from the store, checking it as it goes. Changes
-// nothing on disk until all of it has been read and found consistent.
-Status Pool::load() {
+// Rebuilds every in-memory structure from the store, checking it as it goes, and replays
+// the extent journal. Changes nothing on disk until all of it has been read and found
+// consistent.
+Status Pool::load(const JournalOptions& journal_options) {
   metadb::MetaStore& store = state_->store();
   next_id_ = store.next_id();
   std::vector<metadb::ObjectRecord> snapshots;
@@ -223,6 +227,7 @@ Status Pool::load() {
   // Reserved runs are all settled here: their unreferenced chunks are zeroed like dirty
   // ones, then every run record goes.
   std::vector<uint64_t> runs;
+  std::vector<metadb::ReservedRun> run_records;
   uint64_t last_run = 0;
   PXD_RETURN_IF_ERROR(store.for_each_reserved_run([&](const metadb::ReservedRun& run) -> Status {
     if (run.first_chunk + run.count > alloc.capacity_chunks())
@@ -233,6 +238,7 @@ Status Pool::load() {
       if (alloc.references(c) == 0) dirty_unreferenced.push_back(c);
     }
     runs.push_back(run.id);
+    run_records.push_back(run);
     last_run = std::max(last_run, run.id);
     return Status::ok();
   }));
@@ -240,6 +246,15 @@ Status Pool::load() {
   std::sort(dirty_unreferenced.begin(), dirty_unreferenced.end());
   dirty_unreferenced.erase(std::unique(dirty_unreferenced.begin(), dirty_unreferenced.end()),
                            dirty_unreferenced.end());
+  // The journal's extents, then a new key for it, in the store before anything else
+  // changes: the old records no longer authenticate once the new key is durable.
+  const std::string journal_path = ExtentJournal::path_in(
+      journal_options.dir.empty() ? "/dev/shm" : journal_options.dir, store.pool().uuid);
+  metadb::MetaBatch journal_batch;
+  PXD_RETURN_IF_ERROR(replay_journal(journal_path, journal_batch, dirty_unreferenced, run_records));
+  const metadb::JournalState journal_state{ExtentJournal::new_key(), 0};
+  journal_batch.put_journal_state(journal_state);
+  stale.append(std::move(journal_batch));
   for (const auto& [id, rec] : objects_) {
     if (rec.kind != metadb::ObjectKind::kVolume) continue;
     Tree* tree = state_->tree(id);
@@ -252,7 +267,17 @@ Status Pool::load() {
       tree->set_unique(it, alloc.references(it->second.pool_chunk) == 1);
   }
   alloc.finish_load(dirty_unreferenced);
-  if (!stale.empty()) PXD_RETURN_IF_ERROR(store.write(stale, true));
+  PXD_RETURN_IF_ERROR(store.write(stale, true));
+  if (journal_options.slots == 0) {
+    ExtentJournal::remove(journal_path);
+  } else {
+    auto journal = ExtentJournal::create(journal_path, journal_options.slots, journal_state.key);
+    if (journal.has_error()) {
+      PXD_LOG(kWarn) << "running without the extent journal: " << journal.error();
+    } else {
+      state_->writer().attach_journal(std::move(journal).value(), journal_state);
+    }
+  }
   state_->reclaim_at_open(std::move(dirty_unreferenced), std::move(runs));
   // History no snapshot sees (a crash inside a snapshot delete) is garbage: collect it.
   metadb::MetaBatch unseen;
@@ -270,6 +295,66 @@ Status Pool::load() {
     state_->reclaim_and_wait();
   }
   state_->request_refill();
+  return Status::ok();
+}
+
+Status Pool::replay_journal(const std::string& path, metadb::MetaBatch& batch,
+                            std::vector<uint64_t>& unreferenced,
+                            const std::vector<metadb::ReservedRun>& runs) {
+  PXD_TRY(auto journal_state, state_->store().journal_state());
+  if (!journal_state) return Status::ok();
+  PXD_TRY(auto records, ExtentJournal::read(path, journal_state->key));
+  std::erase_if(records,
+                [&](const JournalRecord& r) { return r.sequence <= journal_state->applied; });
+  if (records.empty()) return Status::ok();
+  std::sort(records.begin(), records.end(),
+            [](const JournalRecord& a, const JournalRecord& b) { return a.sequence < b.sequence; });
+  auto reserved = [&](uint64_t chunk) {
+    for (const auto& run : runs) {
+      if (chunk >= run.first_chunk && chunk - run.first_chunk < run.count) return true;
+    }
+    return false;
+  };
+  ChunkAllocator& alloc = state_->allocator();
+  const uint64_t cs = state_->chunk_size();
+  std::vector<uint64_t> replayed;
+  for (const JournalRecord& r : records) {
+    auto object = objects_.find(r.tree);
+    Tree* tree = state_->tree(r.tree);
+    std::string why;
+    if (object == objects_.end() || object->second.kind != metadb::ObjectKind::kVolume || !tree) {
+      why = "its volume is gone";
+    } else if (r.chunk_index >= (object->second.size_bytes + cs - 1) / cs) {
+      why = "it lies beyond the volume's end";
+    } else if (r.pool_chunk >= alloc.capacity_chunks() || !reserved(r.pool_chunk)) {
+      why = "its pool chunk was not reserved";
+    } else if (alloc.references(r.pool_chunk) != 0) {
+      why = "its pool chunk is in use";
+    } else if (tree->live.find(r.chunk_index)) {
+      why = "the volume maps that chunk already";
+    } else if (r.birth < tree->generation) {
+      why = "it is older than the volume's newest snapshot";
+    }
+    if (!why.empty()) {
+      PXD_LOG(kWarn) << "extent journal: not replaying record " << r.sequence << " (volume "
+                     << r.tree << ", chunk " << r.chunk_index << ", pool chunk " << r.pool_chunk
+                     << "): " << why;
+      continue;
+    }
+    // A snapshot queued after the write never reached the store if the record did not: the
+    // write belongs to the generation the store has.
+    const uint32_t birth = tree->generation;
+    alloc.load_reference(r.pool_chunk, r.tree);
+    tree->add_live(r.chunk_index, LiveEntry{r.pool_chunk, birth});
+    batch.put_extent({r.tree, r.chunk_index, birth}, {r.pool_chunk, metadb::kLiveGeneration});
+    replayed.push_back(r.pool_chunk);
+  }
+  std::sort(replayed.begin(), replayed.end());
+  std::erase_if(unreferenced, [&](uint64_t c) {
+    return std::binary_search(replayed.begin(), replayed.end(), c);
+  });
+  PXD_LOG(kInfo) << "extent journal: replayed " << replayed.size() << " of " << records.size()
+                 << " extents the store did not have";
   return Status::ok();
 }
 

@@ -54,11 +54,27 @@ struct PoolDeviceSpec {
   bool thick = false;
 };
 
+// Where and how large the extent journal is (engine/extent_journal.h).
+struct JournalOptions {
+  // 8192 slots: 512 KiB. 0 runs without a journal: every first write commits its extent
+  // through the metadata writer (tests of that path).
+  uint32_t slots = 8192;
+  // A directory on tmpfs, owned by the user pxd runs as, so that writing a record never
+  // waits for a disk or a filesystem journal, and the file outlives the process (not the
+  // machine, which it need not). Empty: /dev/shm.
+  std::string dir;
+};
+
 struct PoolOptions {
   std::vector<PoolDeviceSpec> devices;
   uint32_t chunk_size = kDefaultChunkSize;  // power of two, 64 KiB to 64 MiB
   // Hears how far the writing of thick pool files has come (path, bytes done, of total).
   std::function<void(const std::string& path, uint64_t done, uint64_t total)> progress;
+  JournalOptions journal;
+};
+
+struct PoolOpenOptions {
+  JournalOptions journal;
 };
 
 using Labels = std::map<std::string, std::string>;
@@ -119,7 +135,10 @@ class Pool {
   // Opens an existing pool: checks the format and every device header, derives reference
   // counts, and zeroes chunks a crash left allocated but unreferenced. On failure nothing
   // on disk has changed.
-  static Result<std::unique_ptr<Pool>> open(const std::string& meta_dir);
+  // Extents a crash left in the extent journal only are replayed first (Pool::load()
+  // says what is checked).
+  static Result<std::unique_ptr<Pool>> open(const std::string& meta_dir,
+                                            const PoolOpenOptions& options = {});
   ~Pool();
 
   Result<ObjectInfo> create_volume(const VolumeSpec& spec);
@@ -165,7 +184,13 @@ class Pool {
 
  private:
   explicit Pool(std::unique_ptr<PoolState> state);
-  Status load();
+  Status load(const JournalOptions& journal);
+  // The journal's records that load() applies: checked against the store's state (loaded
+  // into memory so far), then applied to memory and `batch`. Removes their chunks from
+  // `unreferenced`.
+  Status replay_journal(const std::string& path, metadb::MetaBatch& batch,
+                        std::vector<uint64_t>& unreferenced,
+                        const std::vector<metadb::ReservedRun>& runs);
   Result<const metadb::ObjectRecord*> find(const std::string& name) const;
   ObjectInfo describe(const metadb::ObjectRecord& rec);
   uint32_t open_count(uint64_t id);

@@ -210,6 +210,10 @@ void MetaBatch::delete_reserved_run(uint64_t run_id) {
   (void)rep_->batch.Delete(records::reserved_run_key(run_id));
 }
 
+void MetaBatch::put_journal_state(const JournalState& state) {
+  (void)rep_->batch.Put(records::journal_state_key(), records::encode_journal_state(state));
+}
+
 void MetaBatch::append(MetaBatch&& other) {
   if (this == &other || other.empty()) return;
   if (empty()) {
@@ -393,8 +397,9 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir,
   Result<StoreState> state = load_state(db.get());
   if (state.has_error()) return state.error().with_context(dir);
   if (state.value().version < kFormatVersion) {
-    // Version 1 differs only by having no reserved runs: marking it current is the whole
-    // upgrade. Synced, so that an older pxd refuses the store from now on.
+    // Versions 1 and 2 differ only by having no reserved runs (1) and no journal state:
+    // marking the store current is the whole upgrade. Synced, so that an older pxd refuses the
+    // store from now on.
     rocksdb::WriteOptions wo;
     wo.sync = true;
     rocksdb::WriteBatch upgrade;
@@ -453,6 +458,15 @@ const PoolRecord& MetaStore::pool() const {
 
 uint64_t MetaStore::next_id() const {
   return rep_->next_id.load(std::memory_order_acquire);
+}
+
+Result<std::optional<JournalState>> MetaStore::journal_state() const {
+  std::string value;
+  rocksdb::Status s = rep_->db->Get(rocksdb::ReadOptions(), records::journal_state_key(), &value);
+  if (s.IsNotFound()) return std::optional<JournalState>();
+  if (!s.ok()) return from_rocksdb(s, "read the extent journal's state");
+  PXD_TRY(JournalState state, records::decode_journal_state(value));
+  return std::optional<JournalState>(state);
 }
 
 namespace {

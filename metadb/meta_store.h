@@ -16,10 +16,12 @@
 // MetaBatch is a value owned by one thread at a time.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,9 +31,9 @@ namespace pxd::metadb {
 
 // The on-disk format this build reads and writes. Do not change the meaning of existing
 // versions; bump it when the encoding changes and teach open() to read the old one.
-// Version 2 added reserved runs ('R'); open() upgrades a version 1 store in place (it
-// has none, so only the format record changes).
-inline constexpr uint32_t kFormatVersion = 2;
+// Version 2 added reserved runs ('R'), version 3 the extent journal's state ('J'); open()
+// upgrades an older store in place (it has neither, so only the format record changes).
+inline constexpr uint32_t kFormatVersion = 3;
 
 // An extent entry's death generation while it is still the live mapping.
 inline constexpr uint32_t kLiveGeneration = UINT32_MAX;
@@ -52,6 +54,14 @@ struct ReservedRun {
   uint64_t first_chunk = 0;
   uint64_t count = 0;
   bool operator==(const ReservedRun&) const = default;
+};
+// What the extent journal (engine/extent_journal.h) needs from the store: the key that
+// authenticates the journal's records of the current epoch, and the highest sequence
+// number of those whose extents are written to the store (the rest are replayed at open).
+struct JournalState {
+  std::array<uint8_t, 16> key{};
+  uint64_t applied = 0;
+  bool operator==(const JournalState&) const = default;
 };
 struct ExtentValue {
   uint64_t pool_chunk = 0;
@@ -117,6 +127,7 @@ class MetaBatch {
   void delete_dirty(uint64_t pool_chunk);
   void put_reserved_run(const ReservedRun& run);
   void delete_reserved_run(uint64_t run_id);
+  void put_journal_state(const JournalState& state);
 
   // Moves every change of `other` after this batch's own; `other` is left empty.
   void append(MetaBatch&& other);
@@ -157,6 +168,9 @@ class MetaStore {
 
   const PoolRecord& pool() const;
   uint64_t next_id() const;
+  // The extent journal's state, read from the store (not cached); none in a store that has
+  // never had a journal.
+  Result<std::optional<JournalState>> journal_state() const;
 
   // Full scans, used at open. A record that fails to decode ends the scan with
   // kCorruption naming the key; a visitor error ends it with that error.

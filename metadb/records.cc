@@ -1,5 +1,6 @@
 #include "metadb/records.h"
 
+#include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -366,6 +367,26 @@ Result<ReservedRun> decode_reserved_run(uint64_t run_id, std::string_view value)
     return corruption(what + ": chunks " + std::to_string(run.first_chunk) + " + " +
                       std::to_string(run.count) + " overflow");
   return run;
+}
+
+std::string journal_state_key() {
+  return std::string(1, kJournalStatePrefix);
+}
+
+std::string encode_journal_state(const JournalState& state) {
+  std::string out(reinterpret_cast<const char*>(state.key.data()), state.key.size());
+  put_le(&out, state.applied, 8);
+  return out;
+}
+
+Result<JournalState> decode_journal_state(std::string_view value) {
+  if (value.size() != kJournalStateValueSize) {
+    return bad_size("extent journal state", value.size(), kJournalStateValueSize);
+  }
+  JournalState state;
+  std::memcpy(state.key.data(), value.data(), state.key.size());
+  state.applied = get_le(value, state.key.size(), 8);
+  return state;
 }
 
 std::string describe_extent(const ExtentKey& key) {

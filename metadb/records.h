@@ -24,7 +24,8 @@ inline constexpr char kNextIdPrefix = 'I';
 inline constexpr char kObjectPrefix = 'O';
 inline constexpr char kExtentPrefix = 'E';
 inline constexpr char kDirtyPrefix = 'D';
-inline constexpr char kReservedRunPrefix = 'R';  // format version 2
+inline constexpr char kReservedRunPrefix = 'R';   // format version 2
+inline constexpr char kJournalStatePrefix = 'J';  // format version 3
 
 inline constexpr std::string_view kFormatMagic = "pxd-metadb";
 inline constexpr size_t kFormatValueSize = kFormatMagic.size() + 4;
@@ -35,6 +36,7 @@ inline constexpr size_t kDirtyKeySize = 1 + 8;
 inline constexpr size_t kReservedRunKeySize = 1 + 8;
 inline constexpr size_t kReservedRunValueSize = 8 + 8;
 inline constexpr size_t kNextIdValueSize = 8;
+inline constexpr size_t kJournalStateValueSize = 16 + 8;
 
 // Singleton records.
 std::string format_key();
@@ -73,6 +75,11 @@ std::string encode_reserved_run(const ReservedRun& run);
 Result<uint64_t> decode_reserved_run_key(std::string_view key);
 // Checks count > 0 and that the run does not wrap; the pool's bounds are the caller's.
 Result<ReservedRun> decode_reserved_run(uint64_t run_id, std::string_view value);
+
+// The extent journal's state: 'J'; the value is the 16-byte key, then applied.
+std::string journal_state_key();
+std::string encode_journal_state(const JournalState& state);
+Result<JournalState> decode_journal_state(std::string_view value);
 
 // "(tree 3, chunk 5, birth 2)": how messages name an extent key.
 std::string describe_extent(const ExtentKey& key);

@@ -1,9 +1,11 @@
 // tests/unit/engine/commit_order_test.cc: a first write completes once its data is in the
-// chunk and its extent's batch is written (not synced); flush and FUA make it durable.
+// chunk and its extent is in the extent journal, or (without a journal, or with a full
+// one) its extent's batch is written (not synced); flush and FUA make it durable.
 //
 // A write into a chunk the volume has never written takes a fresh chunk from the reserve
-// and queues the new extent's batch before issuing the data; it completes when both are
-// done (doc/engine.md, "Durability and crash safety"). That ordering is checked here with
+// and records the new extent before issuing the data (doc/engine.md, "Durability and crash
+// safety"). Most tests here run without a journal, to check the batch path; the journal's
+// own tests say so. That ordering is checked here with
 // the metadata thread held where the test wants it by real kernel mechanisms on the
 // filesystem that holds the metadata store (ext4 on a loop device): fsfreeze stops its
 // writes, and the shutdown ioctl makes them fail, as a dead metadata disk would. The pool
@@ -53,6 +55,7 @@ constexpr unsigned long kFsIocShutdown = _IOR('X', 125, uint32_t);
 constexpr uint32_t kShutdownNoLogFlush = 0x2;
 
 constexpr uint64_t kChunk = 64 * 1024;
+const JournalOptions kDefaultJournal;
 
 // An ext4 filesystem in `image` on a loop device, mounted at `dir` with commit=600;
 // thawed, unmounted and detached on every exit path.
@@ -153,13 +156,18 @@ std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
 }
 
 // The pool: metadata on the loop filesystem, its one device a file in `dir` (or in
-// `device_dir`).
+// `device_dir`); no extent journal unless `journal_slots` (then in a directory of `dir`,
+// standing in for tmpfs).
 struct Setup {
-  explicit Setup(const std::string& device_dir = {}) {
+  explicit Setup(const std::string& device_dir = {}, uint32_t journal_slots = 0) {
+    journal.slots = journal_slots;
+    journal.dir = dir / "shm";
+    std::filesystem::create_directories(journal.dir);
     PoolOptions options;
     options.devices.push_back(
         {device_dir.empty() ? dir / "pool0.img" : device_dir + "/pool0.img", 64 * kMiB});
     options.chunk_size = kChunk;
+    options.journal = journal;
     auto p = Pool::create(meta(), options);
     REQUIRE_MESSAGE(p.has_value(), p.error().to_string());
     pool = std::move(p).value();
@@ -174,20 +182,24 @@ struct Setup {
   // The power goes out now: the pool reopens from a copy of the metadata image as the
   // loop device holds it. (The pool file keeps what reached the page cache: only the
   // metadata is put to the test.)
+  // The journal, on tmpfs, is gone too.
   void lose_power_and_reopen() {
     fs.copy_image(dir / "crash.img");
     vol.reset();
     pool.reset();
     fs.replace_with(dir / "crash.img");
+    std::filesystem::remove_all(journal.dir);
+    std::filesystem::create_directories(journal.dir);
     reopen();
   }
   void reopen() {
-    auto p = Pool::open(meta());
+    auto p = Pool::open(meta(), PoolOpenOptions{journal});
     REQUIRE_MESSAGE(p.has_value(), p.error().to_string());
     pool = std::move(p).value();
   }
 
   TempDir dir;
+  JournalOptions journal;
   MetaFs fs{dir / "meta.img", dir / "mnt"};
   std::unique_ptr<Pool> pool;
   std::shared_ptr<Volume> vol;  // released before the pool, the pool before the fs
@@ -440,6 +452,69 @@ TEST_CASE("a clone taken while a copy-on-write is queued keeps what it saw") {
   wait_for_reclaim(*s.pool);
   PoolUsage u = s.pool->usage();
   CHECK(u.used_bytes + u.free_bytes + u.reclaiming_bytes == u.capacity_bytes);
+}
+
+TEST_CASE(
+    "with the extent journal, a first write completes while the metadata filesystem is "
+    "frozen; a flush waits for it and makes it durable") {
+  if (skip_unless_root()) return;
+  Setup s({}, kDefaultJournal.slots);
+  const auto data = pattern(8192, 5);
+  const uint64_t offset = 6 * kChunk + 4096;
+  s.fs.freeze();
+  FrozenWrite w(s, offset, data);
+  REQUIRE_MESSAGE(w.write.wait(*s.ring, 20s), "a journaled first write waited for the store");
+  CHECK(w.write.result == 0);
+  CHECK(s.io.read(*s.vol, offset, data.size()) == data);
+  // The flush must put the extent in the store and sync it: it waits for the thaw.
+  AlignedBuf none(4096);
+  Pending flush(IoOp::kFlush, 0, 0, none.data);
+  s.vol->submit(*s.ring, &flush.req);
+  CHECK_FALSE_MESSAGE(flush.wait(*s.ring, 500ms), "a flush completed with the store frozen");
+  s.fs.thaw();
+  REQUIRE(flush.wait(*s.ring, 60s));
+  REQUIRE(flush.result == 0);
+
+  // The power goes out right after the flush (the journal with it): the extent is in the
+  // store.
+  s.lose_power_and_reopen();
+  auto vol = s.pool->open_volume("vol");
+  REQUIRE(vol.has_value());
+  CHECK(s.io.read(*vol.value(), offset, data.size()) == data);
+  CHECK(all_bytes(s.io.read(*vol.value(), 6 * kChunk, 4096), 0));
+  CHECK(s.pool->usage().used_bytes == kChunk);
+}
+
+TEST_CASE(
+    "with the extent journal, a first write outlives a dead metadata disk: flushes fail, and "
+    "the next open replays it from the journal") {
+  if (skip_unless_root()) return;
+  Setup s({}, kDefaultJournal.slots);
+  const auto data = pattern(4096, 6);
+  s.fs.shut_down();
+  // In the journal and the chunk: complete. Nothing can make it durable now.
+  CHECK(s.io.write(*s.vol, 3 * kChunk, data) == 0);
+  CHECK(s.io.flush(*s.vol) == -EIO);
+  CHECK(s.io.write(*s.vol, 7 * kChunk, data) == -EIO);
+
+  s.vol.reset();
+  s.pool.reset();
+  s.fs.unmount();
+  s.fs.mount(s.dir / "meta.img");
+  s.reopen();  // pxd restarts on the same machine: the journal is still there
+  auto vol = s.pool->open_volume("vol");
+  REQUIRE(vol.has_value());
+  CHECK(s.io.read(*vol.value(), 3 * kChunk, data.size()) == data);
+  CHECK(all_bytes(s.io.read(*vol.value(), 7 * kChunk, kChunk), 0));
+  wait_for_reclaim(*s.pool);
+  PoolUsage u = s.pool->usage();
+  CHECK(u.used_bytes == kChunk);
+  CHECK(u.used_bytes + u.free_bytes == u.capacity_bytes);
+  // Replayed into the store: a power cut now keeps it.
+  REQUIRE(s.io.flush(*vol.value()) == 0);
+  vol.value().reset();
+  s.lose_power_and_reopen();
+  CHECK(s.io.read(*s.pool->open_volume("vol").value(), 3 * kChunk, data.size()) == data);
 }
 
 TEST_CASE("the metadata thread writes commits and runs their callbacks while a sync waits") {

@@ -54,13 +54,19 @@ TEST_CASE("keys and values are laid out as doc/format.md says") {
     batch.put_extent({0x0102030405060708, 0x1112131415161718, 0x21222324}, {0x0a0b, 7});
     batch.put_dirty(258);
     batch.put_reserved_run({5, 0x0102, 300});
+    JournalState journal;
+    for (size_t i = 0; i < journal.key.size(); ++i) journal.key[i] = static_cast<uint8_t>(0xa0 + i);
+    journal.applied = 0x0102030405;
+    batch.put_journal_state(journal);
     batch.put_next_id(18);
     REQUIRE(store->write(batch, true).is_ok());
   }
   auto raw = testing::raw_contents(tmp.store());
   std::map<std::string, std::string> want_fixed = {
-      {"F", kMagic + le(2, 4)},
+      {"F", kMagic + le(3, 4)},
       {"I", le(18, 8)},
+      {"J", std::string("\xa0\xa1\xa2\xa3\xa4\xa5\xa6\xa7\xa8\xa9\xaa\xab\xac\xad\xae\xaf", 16) +
+                le(0x0102030405, 8)},
       {"E" + be(3, 8) + be(5, 8) + be(2, 4), le(9, 8) + le(0xffffffff, 4)},
       {"E" + std::string("\x01\x02\x03\x04\x05\x06\x07\x08", 8) +
            std::string("\x11\x12\x13\x14\x15\x16\x17\x18", 8) + std::string("\x21\x22\x23\x24", 4),
@@ -120,11 +126,11 @@ TEST_CASE("a newer format version is kUnsupported and changes no file") {
   REQUIRE(r.has_error());
   CHECK(r.error().code() == StatusCode::kUnsupported);
   CHECK(r.error().message().find(
-            "metadata format version 99 is newer than this pxd supports (2)") != std::string::npos);
+            "metadata format version 99 is newer than this pxd supports (3)") != std::string::npos);
   CHECK(snapshot_files(tmp.store()) == before);
 }
 
-TEST_CASE("a version 1 store opens, keeps its records, and is marked version 2") {
+TEST_CASE("a version 1 store opens, keeps its records, and is marked version 3") {
   TempDir tmp;
   {
     auto store = MetaStore::create(tmp.store(), sample_pool()).value();
@@ -138,7 +144,7 @@ TEST_CASE("a version 1 store opens, keeps its records, and is marked version 2")
   auto before = testing::raw_contents(tmp.store());
   { auto store = must_open(tmp.store()); }
   auto after = testing::raw_contents(tmp.store());
-  CHECK(after["F"] == kMagic + le(2, 4));
+  CHECK(after["F"] == kMagic + le(3, 4));
   after["F"] = before["F"];
   CHECK(after == before);
 }
@@ -205,6 +211,30 @@ TEST_CASE("a garbled pool or next-id record fails open with kCorruption naming i
   CHECK(r.error().code() == StatusCode::kCorruption);
   CHECK(r.error().message().find("next-id record: value is 7 bytes, expected 8") !=
         std::string::npos);
+}
+
+TEST_CASE("the extent journal's state round-trips; a garbled one is kCorruption naming it") {
+  TempDir tmp;
+  make_store(tmp.store());
+  CHECK_FALSE(must_open(tmp.store())->journal_state().value().has_value());
+  JournalState state;
+  state.key[0] = 7;
+  state.key[15] = 0xff;
+  state.applied = UINT64_MAX - 1;
+  {
+    auto store = must_open(tmp.store());
+    MetaBatch batch;
+    batch.put_journal_state(state);
+    REQUIRE(store->write(batch, true).is_ok());
+  }
+  CHECK(must_open(tmp.store())->journal_state().value() == state);
+  raw_put(tmp.store(), "J", std::string(23, 'x'));
+  auto r = must_open(tmp.store())->journal_state();
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == StatusCode::kCorruption);
+  CHECK_MESSAGE(r.error().message().find("extent journal state: value is 23 bytes, expected 24") !=
+                    std::string::npos,
+                r.error().message());
 }
 
 TEST_CASE("a garbled object record ends the scan with kCorruption naming the object") {
