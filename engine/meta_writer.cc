@@ -62,6 +62,7 @@ void MetaWriter::attach_journal(std::unique_ptr<ExtentJournal> journal,
   journal_ = std::move(journal);
   journal_state_ = state;
   journal_pending_.reserve(journal_->capacity());
+  journal_taken_.reserve(journal_->capacity());
 }
 
 uint64_t MetaWriter::journal_extent(uint64_t tree, uint64_t chunk_index, uint32_t birth,
@@ -230,7 +231,8 @@ void MetaWriter::write_group(std::deque<Item>& items, size_t end,
 void MetaWriter::loop() {
   for (;;) {
     std::deque<Item> items;
-    std::vector<JournalRecord> records;
+    std::vector<JournalRecord>& records = journal_taken_;
+    records.clear();
     {
       std::unique_lock<std::mutex> lock(mu_);
       auto idle = [&] { return queue_.empty() && handoffs_.empty() && !syncing_; };
@@ -243,8 +245,7 @@ void MetaWriter::loop() {
       // Taken together, under the lock that numbers both: every record below an item's
       // number is here.
       items.swap(queue_);
-      records.swap(journal_pending_);
-      journal_pending_.reserve(records.capacity());
+      records.swap(journal_pending_);  // both keep their capacity: no allocation per drain
       journal_wake_ = false;
     }
     size_t next_record = 0;

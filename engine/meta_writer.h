@@ -160,6 +160,7 @@ class MetaWriter {
   std::unique_ptr<ExtentJournal> journal_;
   metadb::JournalState journal_state_;
   std::vector<JournalRecord> journal_pending_;  // GUARDED_BY(mu_)
+  std::vector<JournalRecord> journal_taken_;    // the writer's: records it is writing
   uint64_t journal_written_ = 0;                // GUARDED_BY(mu_)
   uint64_t journal_applied_ = 0;                // GUARDED_BY(mu_)
   bool journal_wake_ = false;                   // GUARDED_BY(mu_)
