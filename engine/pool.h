@@ -191,6 +191,9 @@ class Pool {
   Status replay_journal(const std::string& path, metadb::MetaBatch& batch,
                         std::vector<uint64_t>& unreferenced,
                         const std::vector<metadb::ReservedRun>& runs);
+  // Creates the journal at `path` (`slots` 0: removes any) and attaches it to the
+  // metadata writer; on failure, logs and leaves the pool on the batch path.
+  void start_journal(const std::string& path, uint32_t slots, const metadb::JournalState& state);
   Result<const metadb::ObjectRecord*> find(const std::string& name) const;
   ObjectInfo describe(const metadb::ObjectRecord& rec);
   uint32_t open_count(uint64_t id);

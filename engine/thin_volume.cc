@@ -335,34 +335,26 @@ void ThinVolume::dispatch_mutation(IoRequest* req) {
         // in the chunk. The extent goes into the journal first, under the tree lock (a
         // flush, FUA, snapshot or clone queued after the write completes is ordered after
         // it): in the kernel's page cache once the call returns, so a SIGKILL of pxd
-        // cannot lose it, and in the store, written, before anything queued later.
-        auto loc = pool_.locate(s.new_chunk);
-        uint64_t journaled =
-            pool_.writer().journal_extent(tree_.id, s.chunk_index, gen, s.new_chunk);
-        if (journaled != 0) {
-          tree_.add_live(s.chunk_index, LiveEntry{s.new_chunk, gen, false, true});
-          tree_.last_commit = journaled;
+        // cannot lose it, and in the store, written, before anything queued later. If the
+        // journal is full (or absent), the extent's batch is queued instead and written
+        // while the data is; the write then completes when both are done.
+        LiveEntry entry{s.new_chunk, gen, false, true};
+        if (uint64_t seq =
+                pool_.writer().journal_extent(tree_.id, s.chunk_index, gen, s.new_chunk)) {
+          tree_.add_live(s.chunk_index, entry);
+          tree_.last_commit = seq;
           pool_.settle_reserved(s.new_chunk);  // its run's record goes behind the extent
-          ++req->pending;
-          ++req->inplace_segments;
-          req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0,
-                           req);
-          changes = true;
-          break;
+        } else {
+          auto* p = new_change(PendingChange::Kind::kAllocate, s.chunk_index, gen);
+          p->new_chunk = s.new_chunk;
+          tree_.set_change(s.chunk_index, tree_.add_live(s.chunk_index, entry), p);
+          req->remote_pending.fetch_add(1, std::memory_order_relaxed);
+          p->commit_waiters.push_back(req);
+          queue_commit(p, req->ring);
         }
-        // The journal is full (or failed): the extent's batch is queued instead, and
-        // written while the data is; the write completes when both are done. Written, not
-        // synced, as above.
-        auto* p = new_change(PendingChange::Kind::kAllocate, s.chunk_index, gen);
-        p->new_chunk = s.new_chunk;
-        tree_.set_change(s.chunk_index,
-                         tree_.add_live(s.chunk_index, LiveEntry{s.new_chunk, gen, false, true}),
-                         p);
+        auto loc = pool_.locate(s.new_chunk);
         ++req->pending;
         ++req->inplace_segments;
-        req->remote_pending.fetch_add(1, std::memory_order_relaxed);
-        p->commit_waiters.push_back(req);
-        queue_commit(p, req->ring);
         req->ring->write(loc.fd, s.data, s.length, loc.offset + s.within, fua ? RWF_DSYNC : 0, req);
         changes = true;
         break;
