@@ -1,5 +1,6 @@
 #include "engine/extent_journal.h"
 
+#include <endian.h>
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/mman.h>
@@ -20,20 +21,22 @@ constexpr size_t kHashOffset = 40;
 static_assert(crypto_shorthash_KEYBYTES == 16 && crypto_shorthash_BYTES == 8);
 
 void put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+  v = htole64(v);
+  std::memcpy(p, &v, sizeof v);
 }
 void put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+  v = htole32(v);
+  std::memcpy(p, &v, sizeof v);
 }
 uint64_t get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
-  return v;
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return le64toh(v);
 }
 uint32_t get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = v << 8 | p[i];
-  return v;
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return le32toh(v);
 }
 
 void encode(const JournalRecord& r, const ExtentJournal::Key& key, uint8_t* slot) {
@@ -61,8 +64,6 @@ bool decode(const uint8_t* slot, const ExtentJournal::Key& key, JournalRecord* r
   return r->sequence != 0;
 }
 
-}  // namespace
-
 // Whether `fd` is a regular file of this process's user: a file someone else made in a
 // shared directory such as /dev/shm is neither trusted nor written.
 Status check_owner(int fd, const std::string& path) {
@@ -73,6 +74,8 @@ Status check_owner(int fd, const std::string& path) {
                                " is not a regular file owned by this process's user");
   return Status::ok();
 }
+
+}  // namespace
 
 std::string ExtentJournal::path_in(const std::string& dir, const std::string& pool_uuid) {
   return dir + "/pxd-extent-journal-" + pool_uuid;
